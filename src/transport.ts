@@ -1,0 +1,188 @@
+/**
+ * The contract between the runtime-neutral core and one runtime's sockets.
+ *
+ * An adapter (`adapters/deno.ts`, `adapters/bun.ts`, `adapters/node.ts`)
+ * implements {@linkcode Transport} and nothing more. The core never touches a
+ * runtime API: it asks a {@linkcode Listener} for the next connection only when
+ * it has a free session slot, and starts a connection's byte flow only when
+ * that connection's session starts.
+ *
+ * Rules every adapter keeps:
+ * - `accept()` hands out connections in arrival order, one per call; while the
+ *   core does not call it, new connections wait (in the kernel's backlog, or
+ *   held paused and unread by the adapter, at most `backlog` of them; past that
+ *   they are refused and counted in `refused`).
+ * - A connection delivers no event before `start()`, and none after `close()`.
+ * - Peer resets and other socket failures arrive as `error` events, never as
+ *   thrown or unhandled errors; `error` and `end` are each delivered at most
+ *   once, and nothing follows `error`.
+ * - `write()` takes ownership of the bytes; it returns `undefined` when the
+ *   runtime accepted them within its buffer bound, or a promise that resolves
+ *   once the buffer has drained (or the connection has closed). It never
+ *   rejects and never throws: failures surface as `error` events.
+ * - `close()` is idempotent, safe at any time (also while bytes are being
+ *   read), and discards unsent data only if the peer cannot take it.
+ *
+ * @module
+ */
+
+/**
+ * A network endpoint: an IP address and a port.
+ *
+ * @example Reading a session's peer
+ * ```ts
+ * import type { SocketAddress } from "@pico/socket-server";
+ * const peer: SocketAddress = { hostname: "127.0.0.1", port: 40112 };
+ * console.log(`${peer.hostname}:${peer.port}`);
+ * ```
+ */
+export interface SocketAddress {
+  /** The IP address, e.g. `"127.0.0.1"` or `"::1"`. */
+  hostname: string;
+  /** The TCP port. */
+  port: number;
+}
+
+/**
+ * What a listener is asked to listen on.
+ *
+ * @example Options as the core passes them
+ * ```ts
+ * import type { ListenOptions } from "@pico/socket-server";
+ * const options: ListenOptions = { hostname: "127.0.0.1", port: 0, backlog: 4096 };
+ * ```
+ */
+export interface ListenOptions {
+  /** The address to bind. */
+  hostname: string;
+  /** The port to bind; `0` lets the OS pick one. */
+  port: number;
+  /** How many connections may wait un-served before new ones are refused. */
+  backlog: number;
+}
+
+/**
+ * The callbacks a connection delivers its events to, once started.
+ *
+ * @example A sink that counts bytes
+ * ```ts
+ * import type { ConnectionEvents } from "@pico/socket-server";
+ * let bytes = 0;
+ * const events: ConnectionEvents = {
+ *   data: (chunk) => { bytes += chunk.length; },
+ *   end: () => console.log("peer closed after", bytes, "bytes"),
+ *   error: (error) => console.error(error),
+ * };
+ * ```
+ */
+export interface ConnectionEvents {
+  /** Bytes arrived; the chunk now belongs to the receiver. */
+  data(chunk: Uint8Array): void;
+  /** The peer closed its side of the connection (end of stream). */
+  end(): void;
+  /** The connection failed (e.g. reset by the peer); nothing follows. */
+  error(error: Error): void;
+}
+
+/**
+ * One accepted TCP connection, as an adapter presents it to the core.
+ *
+ * @example Echoing everything on a connection
+ * ```ts
+ * import type { Connection } from "@pico/socket-server";
+ * function echo(connection: Connection): void {
+ *   connection.start({
+ *     data: (chunk) => void connection.write(chunk),
+ *     end: () => connection.close(),
+ *     error: () => connection.close(),
+ *   });
+ * }
+ * ```
+ */
+export interface Connection {
+  /** The peer's address. */
+  readonly remoteAddress: SocketAddress;
+  /** This side's address. */
+  readonly localAddress: SocketAddress;
+  /**
+   * Starts delivering events; called once, when the connection's session
+   * starts. Until then the connection's bytes are not read.
+   */
+  start(events: ConnectionEvents): void;
+  /** Stops delivering `data` until {@linkcode Connection.resume} (flow control). */
+  pause(): void;
+  /** Resumes delivering `data` after {@linkcode Connection.pause}. */
+  resume(): void;
+  /**
+   * Queues bytes for the peer. Returns `undefined` when the runtime took them
+   * within its buffer bound, or a promise that resolves once the queue has
+   * drained or the connection has closed. Never throws, never rejects.
+   */
+  write(data: Uint8Array): Promise<void> | undefined;
+  /** Turns Nagle's algorithm off (`true`) or on (`false`). */
+  setNoDelay(noDelay: boolean): void;
+  /** Turns TCP keep-alive on or off, with the idle delay before probes. */
+  setKeepAlive(keepAlive: boolean, initialDelayMs: number): void;
+  /** Closes the connection; idempotent, safe at any time. */
+  close(): void;
+}
+
+/**
+ * A bound, listening socket that hands connections to the core on request.
+ *
+ * @example Taking connections one at a time
+ * ```ts
+ * import type { Listener } from "@pico/socket-server";
+ * async function takeOne(listener: Listener): Promise<void> {
+ *   const connection = await listener.accept();
+ *   connection?.close();
+ * }
+ * ```
+ */
+export interface Listener {
+  /** The address actually bound (with the real port when `0` was asked). */
+  readonly localAddress: SocketAddress;
+  /**
+   * How many connections the adapter refused because `backlog` were already
+   * waiting (always `0` where the kernel's backlog does the waiting).
+   */
+  readonly refused: number;
+  /**
+   * Resolves with the next connection in arrival order, or `null` once the
+   * listener is closed. The core calls it only when it can start a session,
+   * and never twice at once. Rejects only when the runtime fails to accept
+   * (e.g. out of file descriptors); the listener stays usable.
+   */
+  accept(): Promise<Connection | null>;
+  /**
+   * Stops listening, closes every connection not yet accepted and resolves
+   * once the port can be bound again. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * A runtime's TCP sockets, as the core uses them.
+ *
+ * @example Starting a server on an explicit transport
+ * ```ts
+ * import { startServer } from "@pico/socket-server";
+ * import { nodeTransport } from "@pico/socket-server/node";
+ * const server = await startServer({
+ *   port: 0,
+ *   max: 10,
+ *   transport: nodeTransport,
+ *   handler: (session) => session.close(),
+ * });
+ * await server.stop();
+ * ```
+ */
+export interface Transport {
+  /** A short name for messages, e.g. `"node"`. */
+  readonly name: string;
+  /**
+   * Binds and listens. Rejects with an `Error` whose `code` is a POSIX name
+   * such as `"EADDRINUSE"`, `"EACCES"` or `"EADDRNOTAVAIL"` when it cannot.
+   */
+  listen(options: ListenOptions): Promise<Listener>;
+}
