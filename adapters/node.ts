@@ -1,0 +1,296 @@
+/**
+ * The Node adapter: pico-socket-server's transport on `node:net`. It also
+ * runs under Deno and Bun, whose `node:net` is compatible.
+ *
+ * Node's API: https://nodejs.org/api/net.html
+ *
+ * Node accepts connections by itself, so connections the core has not asked
+ * for yet are held here, paused and unread (`pauseOnConnect`), in arrival
+ * order; past `backlog` of them new ones are closed and counted as refused.
+ *
+ * @example Serving with the Node adapter explicitly
+ * ```ts
+ * import { startServer } from "@pico/socket-server";
+ * import { nodeTransport } from "@pico/socket-server/node";
+ * const server = await startServer({
+ *   port: 0,
+ *   max: 10,
+ *   transport: nodeTransport,
+ *   handler: async (session) => {
+ *     for await (const packet of session) await session.send(packet);
+ *   },
+ * });
+ * await server.stop();
+ * ```
+ *
+ * @module
+ */
+
+import { createServer, type Server, type Socket } from "node:net";
+import type {
+  Connection,
+  ConnectionEvents,
+  ListenOptions,
+  Listener,
+  SocketAddress,
+  Transport,
+} from "../src/transport.ts";
+
+// How long close() waits for queued bytes to reach a peer that is not
+// reading before it gives up and destroys the socket.
+const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
+
+const ERROR_TEXT: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EACCES: "permission denied",
+  EADDRNOTAVAIL: "address not available",
+};
+
+class NodeConnection implements Connection {
+  readonly remoteAddress: SocketAddress;
+  readonly localAddress: SocketAddress;
+  #socket: Socket;
+  #events: ConnectionEvents | undefined;
+  #closed = false;
+  // What happened before start(), replayed when the session starts.
+  #earlyError: Error | undefined;
+  #earlyEnd = false;
+  #drained: Promise<void> | undefined;
+  #resolveDrained: (() => void) | undefined;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+    this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+    this.localAddress = { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    // Attached at once: an error on a socket without a listener would crash
+    // the process, even while the socket is still waiting to be accepted.
+    socket.on("error", (error) => {
+      if (this.#closed) return;
+      if (this.#events === undefined) {
+        this.#earlyError ??= error;
+        return;
+      }
+      const events = this.#events;
+      this.close();
+      events.error(error);
+    });
+    socket.on("close", () => this.#wakeWriters());
+  }
+
+  start(events: ConnectionEvents): void {
+    if (this.#closed || this.#events !== undefined) return;
+    this.#events = events;
+    if (this.#earlyError !== undefined) {
+      const error = this.#earlyError;
+      this.close();
+      events.error(error);
+      return;
+    }
+    const socket = this.#socket;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (!this.#closed) events.data(chunk);
+    });
+    socket.on("end", () => {
+      if (!this.#closed) events.end();
+    });
+    if (this.#earlyEnd) events.end();
+    socket.resume();
+  }
+
+  pause(): void {
+    if (!this.#closed) this.#socket.pause();
+  }
+
+  resume(): void {
+    if (!this.#closed) this.#socket.resume();
+  }
+
+  write(data: Uint8Array): Promise<void> | undefined {
+    if (this.#closed || this.#socket.destroyed) return undefined;
+    if (this.#socket.write(data)) return undefined;
+    if (this.#drained === undefined) {
+      this.#drained = new Promise((resolve) => {
+        this.#resolveDrained = resolve;
+      });
+      this.#socket.once("drain", () => this.#wakeWriters());
+    }
+    return this.#drained;
+  }
+
+  setNoDelay(noDelay: boolean): void {
+    this.#socket.setNoDelay(noDelay);
+  }
+
+  setKeepAlive(keepAlive: boolean, initialDelayMs: number): void {
+    this.#socket.setKeepAlive(keepAlive, initialDelayMs);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    if (socket.writableLength === 0) {
+      socket.destroy();
+      return;
+    }
+    // Let bytes already written reach the peer, within a bound.
+    const timer = setTimeout(() => socket.destroy(), CLOSE_FLUSH_TIMEOUT_MS);
+    timer.unref?.();
+    socket.end(() => {
+      clearTimeout(timer);
+      socket.destroy();
+    });
+  }
+
+  /** Records an end of stream that happened while the socket waited. */
+  markEarlyEnd(): void {
+    this.#earlyEnd = true;
+  }
+
+  #wakeWriters(): void {
+    const resolve = this.#resolveDrained;
+    this.#drained = undefined;
+    this.#resolveDrained = undefined;
+    resolve?.();
+  }
+}
+
+class NodeListener implements Listener {
+  readonly localAddress: SocketAddress;
+  #server: Server;
+  #backlog: number;
+  #waiting: NodeConnection[] = [];
+  #waitingHead = 0;
+  #acceptor: { resolve: (c: NodeConnection | null) => void; reject: (e: Error) => void } | undefined;
+  #acceptError: Error | undefined;
+  #refused = 0;
+  #closed: Promise<void> | undefined;
+
+  constructor(server: Server, localAddress: SocketAddress, backlog: number) {
+    this.#server = server;
+    this.localAddress = localAddress;
+    this.#backlog = backlog;
+    server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    // After listening, Node reports failed accepts (e.g. EMFILE) here.
+    server.on("error", (error: Error) => {
+      const acceptor = this.#acceptor;
+      if (acceptor !== undefined) {
+        this.#acceptor = undefined;
+        acceptor.reject(error);
+      } else {
+        this.#acceptError = error;
+      }
+    });
+  }
+
+  get refused(): number {
+    return this.#refused;
+  }
+
+  accept(): Promise<Connection | null> {
+    if (this.#closed !== undefined) return Promise.resolve(null);
+    if (this.#acceptError !== undefined) {
+      const error = this.#acceptError;
+      this.#acceptError = undefined;
+      return Promise.reject(error);
+    }
+    const next = this.#takeWaiting();
+    if (next !== undefined) return Promise.resolve(next);
+    return new Promise((resolve, reject) => {
+      this.#acceptor = { resolve, reject };
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= new Promise((resolve) => {
+      // server.close() releases the port at once; its callback would wait
+      // for every connection, which is the core's business.
+      this.#server.close();
+      for (let i = this.#waitingHead; i < this.#waiting.length; i++) this.#waiting[i].close();
+      this.#waiting = [];
+      this.#waitingHead = 0;
+      const acceptor = this.#acceptor;
+      this.#acceptor = undefined;
+      acceptor?.resolve(null);
+      setImmediate(resolve);
+    });
+    return this.#closed;
+  }
+
+  #onConnection(socket: Socket): void {
+    if (this.#closed !== undefined) {
+      socket.destroy();
+      return;
+    }
+    const connection = new NodeConnection(socket);
+    // With pauseOnConnect the socket is not read, but Node still reports a
+    // FIN it already saw; remember it for the session.
+    socket.once("end", () => connection.markEarlyEnd());
+    const acceptor = this.#acceptor;
+    if (acceptor !== undefined) {
+      this.#acceptor = undefined;
+      acceptor.resolve(connection);
+      return;
+    }
+    if (this.#waiting.length - this.#waitingHead >= this.#backlog) {
+      this.#refused++;
+      connection.close();
+      return;
+    }
+    this.#waiting.push(connection);
+  }
+
+  #takeWaiting(): NodeConnection | undefined {
+    if (this.#waitingHead === this.#waiting.length) return undefined;
+    const connection = this.#waiting[this.#waitingHead];
+    this.#waiting[this.#waitingHead++] = undefined as unknown as NodeConnection;
+    if (this.#waitingHead === this.#waiting.length) {
+      this.#waiting = [];
+      this.#waitingHead = 0;
+    }
+    return connection;
+  }
+}
+
+function listen(options: ListenOptions): Promise<Listener> {
+  const { hostname, port, backlog } = options;
+  return new Promise((resolve, reject) => {
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+    const onError = (error: Error & { code?: string }) => {
+      server.close();
+      const code = error.code ?? "socket_error";
+      const failure = new Error(
+        `Cannot listen on ${hostname}:${port}: ${ERROR_TEXT[code] ?? error.message}`,
+        { cause: error },
+      ) as Error & { code: string };
+      failure.code = code;
+      reject(failure);
+    };
+    server.once("error", onError);
+    server.listen({ host: hostname, port, backlog, exclusive: true }, () => {
+      server.off("error", onError);
+      const address = server.address();
+      const bound = typeof address === "object" && address !== null
+        ? { hostname: address.address, port: address.port }
+        : { hostname, port };
+      resolve(new NodeListener(server, bound, backlog));
+    });
+  });
+}
+
+/**
+ * The transport on Node's `node:net`; the default on Node. Works under Deno
+ * and Bun too.
+ *
+ * @example Choosing the Node sockets under Deno or Bun
+ * ```ts
+ * import { startServer } from "@pico/socket-server";
+ * import { nodeTransport } from "@pico/socket-server/node";
+ * const server = await startServer({
+ *   port: 0, max: 5, transport: nodeTransport, handler: () => {},
+ * });
+ * await server.stop();
+ * ```
+ */
+export const nodeTransport: Transport = { name: "node", listen };

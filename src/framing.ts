@@ -1,0 +1,307 @@
+/**
+ * Packet framing: whole packets out of arbitrarily split or coalesced TCP
+ * chunks, and the header (or newline) `send` adds. Shared by every adapter.
+ *
+ * @module
+ */
+
+import { SocketServerError } from "./errors.ts";
+
+/**
+ * How a session's byte stream is cut into packets, as the seed's
+ * `{packet, N}`:
+ * - `0`: raw, each chunk as it arrives;
+ * - `1`, `2`, `4`: a big-endian unsigned length header of that many bytes
+ *   before each packet;
+ * - `"line"`: one line per packet, ended by `\n` or `\r\n` (not included).
+ *
+ * @example Choosing a length-prefixed protocol
+ * ```ts
+ * import type { PacketType } from "@pico/socket-server";
+ * const packet: PacketType = 4;
+ * ```
+ */
+export type PacketType = 0 | 1 | 2 | 4 | "line";
+
+const NEWLINE = 10;
+const CARRIAGE_RETURN = 13;
+const EMPTY = new Uint8Array(0);
+
+/** Checks a packet type given by a caller; throws a clear error otherwise. */
+export function validatePacketType(packetType: unknown): PacketType {
+  if (
+    packetType === 0 || packetType === 1 || packetType === 2 ||
+    packetType === 4 || packetType === "line"
+  ) {
+    return packetType;
+  }
+  throw new SocketServerError(
+    `Invalid packet type ${
+      JSON.stringify(packetType)
+    }: expected 0, 1, 2, 4 or "line"`,
+    "invalid_argument",
+  );
+}
+
+/** Checks a packet size given by a caller; throws a clear error otherwise. */
+export function validatePacketSize(packetSize: unknown): number {
+  if (
+    typeof packetSize === "number" && Number.isSafeInteger(packetSize) &&
+    packetSize >= 0
+  ) {
+    return packetSize;
+  }
+  throw new SocketServerError(
+    `Invalid packet size ${
+      JSON.stringify(packetSize)
+    }: expected an integer of 0 or more`,
+    "invalid_argument",
+  );
+}
+
+/**
+ * Cuts a byte stream into packets. `push` calls `onPacket` once per whole
+ * packet, in order; `finish` is called at end of stream. Both throw a
+ * {@linkcode SocketServerError} (`packet_too_large`, `truncated_packet`) when
+ * the peer breaks the framing; after that the decoder must not be used.
+ */
+export interface PacketDecoder {
+  /** Feeds the next chunk; the decoder may keep views into it. */
+  push(chunk: Uint8Array): void;
+  /** Declares end of stream; throws if a packet was left incomplete. */
+  finish(): void;
+}
+
+/** Makes the decoder for a packet type, delivering packets to `onPacket`. */
+export function createDecoder(
+  packetType: PacketType,
+  packetSize: number,
+  onPacket: (packet: Uint8Array) => void,
+): PacketDecoder {
+  if (packetType === 0) return { push: onPacket, finish() {} };
+  if (packetType === "line") return new LineDecoder(packetSize, onPacket);
+  return new LengthPrefixDecoder(packetType, packetSize, onPacket);
+}
+
+/** Joins parts into one buffer of `length` bytes (the only copy made). */
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  if (parts.length === 1 && parts[0].length === length) return parts[0];
+  const joined = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
+function tooLarge(length: number, packetSize: number): SocketServerError {
+  return new SocketServerError(
+    `Packet of ${length} bytes exceeds the packet size limit of ${packetSize} bytes`,
+    "packet_too_large",
+  );
+}
+
+class LengthPrefixDecoder implements PacketDecoder {
+  #headerLength: 1 | 2 | 4;
+  #packetSize: number;
+  #onPacket: (packet: Uint8Array) => void;
+  // Header bytes received so far when a header is split across chunks.
+  #header = new Uint8Array(4);
+  #headerFilled = 0;
+  // Length of the packet whose body is being collected, or -1 between packets.
+  #bodyLength = -1;
+  // Body pieces are kept as views and joined once, when the packet is whole:
+  // memory grows with bytes received, never with the length announced.
+  #bodyParts: Uint8Array[] = [];
+  #bodyFilled = 0;
+
+  constructor(
+    headerLength: 1 | 2 | 4,
+    packetSize: number,
+    onPacket: (packet: Uint8Array) => void,
+  ) {
+    this.#headerLength = headerLength;
+    this.#packetSize = packetSize;
+    this.#onPacket = onPacket;
+  }
+
+  push(chunk: Uint8Array): void {
+    let offset = 0;
+    const end = chunk.length;
+    while (offset < end) {
+      if (this.#bodyLength < 0) {
+        let length: number;
+        const headerLength = this.#headerLength;
+        if (this.#headerFilled === 0 && end - offset >= headerLength) {
+          length = readLength(chunk, offset, headerLength);
+          offset += headerLength;
+        } else {
+          const take = Math.min(headerLength - this.#headerFilled, end - offset);
+          this.#header.set(chunk.subarray(offset, offset + take), this.#headerFilled);
+          this.#headerFilled += take;
+          offset += take;
+          if (this.#headerFilled < headerLength) return;
+          this.#headerFilled = 0;
+          length = readLength(this.#header, 0, headerLength);
+        }
+        if (this.#packetSize > 0 && length > this.#packetSize) {
+          throw tooLarge(length, this.#packetSize);
+        }
+        if (end - offset >= length) {
+          // Whole packet inside this chunk: hand out a view, no copy.
+          const packet = length === 0 ? EMPTY : chunk.subarray(offset, offset + length);
+          offset += length;
+          this.#onPacket(packet);
+          continue;
+        }
+        this.#bodyLength = length;
+        this.#bodyFilled = 0;
+      }
+      const take = Math.min(this.#bodyLength - this.#bodyFilled, end - offset);
+      this.#bodyParts.push(chunk.subarray(offset, offset + take));
+      this.#bodyFilled += take;
+      offset += take;
+      if (this.#bodyFilled === this.#bodyLength) {
+        const packet = concat(this.#bodyParts, this.#bodyLength);
+        this.#bodyParts = [];
+        this.#bodyLength = -1;
+        this.#onPacket(packet);
+      }
+    }
+  }
+
+  finish(): void {
+    if (this.#headerFilled > 0) {
+      throw new SocketServerError(
+        `Stream ended inside a packet header (${this.#headerFilled} of ${this.#headerLength} bytes)`,
+        "truncated_packet",
+      );
+    }
+    if (this.#bodyLength >= 0) {
+      throw new SocketServerError(
+        `Stream ended inside a packet (${this.#bodyFilled} of ${this.#bodyLength} bytes)`,
+        "truncated_packet",
+      );
+    }
+  }
+}
+
+function readLength(bytes: Uint8Array, offset: number, headerLength: number): number {
+  if (headerLength === 1) return bytes[offset];
+  if (headerLength === 2) return (bytes[offset] << 8) | bytes[offset + 1];
+  // `>>> 0` keeps lengths up to 2^32-1 unsigned.
+  return ((bytes[offset] << 24) | (bytes[offset + 1] << 16) |
+    (bytes[offset + 2] << 8) | bytes[offset + 3]) >>> 0;
+}
+
+class LineDecoder implements PacketDecoder {
+  #packetSize: number;
+  #onPacket: (packet: Uint8Array) => void;
+  #parts: Uint8Array[] = [];
+  #partsLength = 0;
+
+  constructor(packetSize: number, onPacket: (packet: Uint8Array) => void) {
+    this.#packetSize = packetSize;
+    this.#onPacket = onPacket;
+  }
+
+  push(chunk: Uint8Array): void {
+    let offset = 0;
+    for (;;) {
+      const newline = chunk.indexOf(NEWLINE, offset);
+      if (newline < 0) break;
+      let line: Uint8Array;
+      if (this.#partsLength === 0) {
+        line = chunk.subarray(offset, newline);
+      } else {
+        this.#parts.push(chunk.subarray(offset, newline));
+        line = concat(this.#parts, this.#partsLength + newline - offset);
+        this.#parts = [];
+        this.#partsLength = 0;
+      }
+      offset = newline + 1;
+      const length = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN
+        ? line.length - 1
+        : line.length;
+      if (this.#packetSize > 0 && length > this.#packetSize) {
+        throw tooLarge(length, this.#packetSize);
+      }
+      this.#onPacket(length === line.length ? line : line.subarray(0, length));
+    }
+    if (offset < chunk.length) {
+      const rest = offset === 0 ? chunk : chunk.subarray(offset);
+      this.#parts.push(rest);
+      this.#partsLength += rest.length;
+      // A line already longer than the limit (plus room for a `\r`) is
+      // refused now, before more of it is buffered.
+      if (this.#packetSize > 0 && this.#partsLength > this.#packetSize + 1) {
+        throw tooLarge(this.#partsLength, this.#packetSize);
+      }
+    }
+  }
+
+  finish(): void {
+    if (this.#partsLength > 0) {
+      throw new SocketServerError(
+        `Stream ended inside a line (${this.#partsLength} bytes without a newline)`,
+        "truncated_packet",
+      );
+    }
+  }
+}
+
+const encoder = new TextEncoder();
+const LINE_END = new Uint8Array([NEWLINE]);
+// Bodies up to this size are copied behind their header so one write carries
+// both; larger ones go out as two writes rather than being copied.
+const COALESCE_LIMIT = 16 * 1024;
+
+/**
+ * Frames `data` for sending: the bytes to write, in order (one or two
+ * buffers). Strings are sent as UTF-8. Throws when the body does not fit the
+ * header.
+ */
+export function encodePacket(
+  packetType: PacketType,
+  data: Uint8Array | string,
+): Uint8Array[] {
+  const body = typeof data === "string" ? encoder.encode(data) : data;
+  if (packetType === 0) return [body];
+  if (packetType === "line") {
+    if (body.length < COALESCE_LIMIT) {
+      const framed = new Uint8Array(body.length + 1);
+      framed.set(body);
+      framed[body.length] = NEWLINE;
+      return [framed];
+    }
+    return [body, LINE_END];
+  }
+  const headerLength = packetType;
+  const length = body.length;
+  const limit = headerLength === 4 ? 0xffffffff : (1 << (8 * headerLength)) - 1;
+  if (length > limit) {
+    throw new SocketServerError(
+      `Cannot send ${length} bytes with packet type ${packetType}: at most ${limit} fit its header`,
+      "packet_too_large",
+    );
+  }
+  const coalesce = length < COALESCE_LIMIT;
+  const framed = new Uint8Array(headerLength + (coalesce ? length : 0));
+  if (headerLength === 1) {
+    framed[0] = length;
+  } else if (headerLength === 2) {
+    framed[0] = length >>> 8;
+    framed[1] = length & 0xff;
+  } else {
+    framed[0] = length >>> 24;
+    framed[1] = (length >>> 16) & 0xff;
+    framed[2] = (length >>> 8) & 0xff;
+    framed[3] = length & 0xff;
+  }
+  if (coalesce) {
+    framed.set(body, headerLength);
+    return [framed];
+  }
+  return [framed, body];
+}

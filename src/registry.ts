@@ -1,0 +1,84 @@
+/**
+ * The process-wide registry of servers by name. It lives on `globalThis`
+ * under a registered symbol, so a module loaded twice (two copies, two
+ * versions) still shares one registry, as Erlang's registered names do.
+ *
+ * @module
+ */
+
+import { SocketServerError } from "./errors.ts";
+import type { ServerState, ServerStatus } from "./server.ts";
+import type { Session } from "./session.ts";
+import type { Transport } from "./transport.ts";
+
+/**
+ * What the registry holds of a server. Structural, so that a server started
+ * by another copy of this module is served as well.
+ */
+export interface RegisteredServer {
+  readonly name: string;
+  readonly port: number;
+  readonly state: ServerState;
+  /** Resolves once the server listens; rejects if its listen failed. */
+  readonly listening: Promise<unknown>;
+  status(): ServerStatus;
+  children(): Session[];
+  stop(): Promise<void>;
+}
+
+interface Registry {
+  servers: Map<string, RegisteredServer>;
+  defaultTransport: Transport | undefined;
+}
+
+const REGISTRY_KEY = Symbol.for("pico-socket-server.registry.v1");
+
+function registry(): Registry {
+  const holder = globalThis as unknown as Record<symbol, Registry | undefined>;
+  return holder[REGISTRY_KEY] ??= { servers: new Map(), defaultTransport: undefined };
+}
+
+/** The name a server on `port` gets when none is given. */
+export function defaultServerName(port: number): string {
+  return `picoSocketServer_${port}`;
+}
+
+/** Registers `server` under its name; throws `name_in_use` if taken. */
+export function register(server: RegisteredServer): void {
+  const servers = registry().servers;
+  if (servers.has(server.name)) {
+    throw new SocketServerError(
+      `A server named '${server.name}' is already registered`,
+      "name_in_use",
+    );
+  }
+  servers.set(server.name, server);
+}
+
+/** Removes `server`'s name, if it is still registered to that server. */
+export function unregister(server: RegisteredServer): void {
+  const servers = registry().servers;
+  if (servers.get(server.name) === server) servers.delete(server.name);
+}
+
+/** The server registered under `name`, if any. */
+export function lookup(name: string): RegisteredServer | undefined {
+  return registry().servers.get(name);
+}
+
+/** Sets the transport used when a start call names none (done by `mod.ts`). */
+export function setDefaultTransport(transport: Transport): void {
+  registry().defaultTransport ??= transport;
+}
+
+/** The transport used when a start call names none. */
+export function getDefaultTransport(): Transport {
+  const transport = registry().defaultTransport;
+  if (transport === undefined) {
+    throw new SocketServerError(
+      "No transport for this runtime: pass the transport option",
+      "invalid_argument",
+    );
+  }
+  return transport;
+}

@@ -1,0 +1,466 @@
+/**
+ * One TCP session: a connection, its packets in and out, and how it ended.
+ *
+ * @module
+ */
+
+import { SocketServerError } from "./errors.ts";
+import { createDecoder, encodePacket, type PacketDecoder, type PacketType } from "./framing.ts";
+import type { Connection, SocketAddress } from "./transport.ts";
+
+/**
+ * Why a session ended, mirroring the seed's exits:
+ * - `"normal"`: the handler returned while the connection was open;
+ * - `"socket_closed"`: the connection was closed (by the peer, by
+ *   `session.close()` or by a stop) before the handler returned;
+ * - `"socket_error"`: the connection failed, or the peer broke the framing
+ *   (`packet_too_large`, `truncated_packet`), and the handler let the error
+ *   from `recv()` propagate;
+ * - `"timeout"`: the idle timeout fired and the handler let the error
+ *   propagate;
+ * - `"crash"`: the handler threw or rejected with any other error.
+ *
+ * @example Counting how sessions end
+ * ```ts
+ * import type { SessionEndReason } from "@pico/socket-server";
+ * const ended: Record<SessionEndReason, number> = {
+ *   normal: 0, socket_closed: 0, socket_error: 0, timeout: 0, crash: 0,
+ * };
+ * ```
+ */
+export type SessionEndReason =
+  | "normal"
+  | "socket_closed"
+  | "socket_error"
+  | "timeout"
+  | "crash";
+
+/**
+ * Per-session settings (the seed's SpawnOpts tuned the per-session process;
+ * these tune the per-session socket).
+ *
+ * @example Closing silent sessions after a minute
+ * ```ts
+ * import type { SessionOptions } from "@pico/socket-server";
+ * const session: SessionOptions = { idleTimeoutMs: 60_000, keepAlive: true };
+ * ```
+ */
+export interface SessionOptions {
+  /**
+   * Sends small writes at once (Nagle's algorithm off), as the seed's
+   * `{nodelay, true}`.
+   * @default {true}
+   */
+  noDelay?: boolean;
+  /**
+   * Turns TCP keep-alive probes on.
+   * @default {false}
+   */
+  keepAlive?: boolean;
+  /**
+   * Idle time before the first keep-alive probe, where the runtime lets it be
+   * set.
+   * @default {60000}
+   */
+  keepAliveDelayMs?: number;
+  /**
+   * Ends a session that receives nothing for this long: a pending or later
+   * `recv()` rejects with code `"timeout"`, and the session ends with reason
+   * `"timeout"` unless the handler catches it. `0` means never.
+   * @default {0}
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Bytes of received but not yet `recv()`ed packets above which the server
+   * stops reading the socket, so a fast peer cannot grow memory without
+   * bound.
+   * @default {262144}
+   */
+  readHighWaterMark?: number;
+}
+
+/** The settings a session runs with, defaults applied. */
+export interface ResolvedSessionOptions {
+  noDelay: boolean;
+  keepAlive: boolean;
+  keepAliveDelayMs: number;
+  idleTimeoutMs: number;
+  readHighWaterMark: number;
+}
+
+/** Applies defaults to caller's session options and checks them. */
+export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSessionOptions {
+  const resolved: ResolvedSessionOptions = {
+    noDelay: options.noDelay ?? true,
+    keepAlive: options.keepAlive ?? false,
+    keepAliveDelayMs: options.keepAliveDelayMs ?? 60_000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 0,
+    readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
+  };
+  for (const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark"] as const) {
+    const value = resolved[key];
+    if (!(typeof value === "number" && value >= 0 && Number.isFinite(value))) {
+      throw new SocketServerError(
+        `Invalid session option ${key} ${JSON.stringify(value)}: expected a number of 0 or more`,
+        "invalid_argument",
+      );
+    }
+  }
+  return resolved;
+}
+
+/** What a session needs from the server that runs it. */
+export interface SessionInit {
+  id: number;
+  connection: Connection;
+  packetType: PacketType;
+  packetSize: number;
+  options: ResolvedSessionOptions;
+}
+
+type Waiter = {
+  resolve: (packet: Uint8Array | null) => void;
+  reject: (error: Error) => void;
+};
+
+/**
+ * One client connection, as the handler sees it: receive packets, send
+ * packets, close. Created by the server; a handler gets one per connection.
+ *
+ * @example An echo handler
+ * ```ts
+ * import { startServer, type Session } from "@pico/socket-server";
+ * async function echo(session: Session): Promise<void> {
+ *   for await (const packet of session) await session.send(packet);
+ * }
+ * const server = await startServer(0, 10, echo);
+ * await server.stop();
+ * ```
+ */
+export class Session {
+  /** A number unique among this process's sessions. */
+  readonly id: number;
+  /** The peer's address. */
+  readonly remoteAddress: SocketAddress;
+  /** This side's address. */
+  readonly localAddress: SocketAddress;
+  /** How the byte stream is cut into packets. */
+  readonly packetType: PacketType;
+  /** When the session started (milliseconds since the epoch). */
+  readonly startedAt: number;
+  /** Bytes received from the peer so far. */
+  bytesIn = 0;
+  /** Bytes written to the peer so far (headers and newlines included). */
+  bytesOut = 0;
+  /** Whole packets received so far. */
+  packetsIn = 0;
+  /** Packets sent so far. */
+  packetsOut = 0;
+
+  #connection: Connection;
+  #decoder: PacketDecoder;
+  #readHighWaterMark: number;
+  // Received packets not yet taken by recv(); `#queueHead` avoids shift().
+  #queue: Uint8Array[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #paused = false;
+  #waiter: Waiter | null = null;
+  // Set once no more packets will arrive: end of stream, or the error that
+  // recv() reports once the queue is empty.
+  #inputDone = false;
+  #failure: SocketServerError | null = null;
+  #closed = false;
+  #idleTimeoutMs: number;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastInputAt = 0;
+
+  /**
+   * Wraps a started connection. Called by the server, not by handlers.
+   *
+   * @param init The connection and how to frame it.
+   * @example Not called directly
+   * ```ts
+   * // A handler receives its Session from the server:
+   * import type { Session } from "@pico/socket-server";
+   * const handler = (session: Session) => session.close();
+   * ```
+   */
+  constructor(init: SessionInit) {
+    const { connection, options } = init;
+    this.id = init.id;
+    this.remoteAddress = connection.remoteAddress;
+    this.localAddress = connection.localAddress;
+    this.packetType = init.packetType;
+    this.startedAt = Date.now();
+    this.#connection = connection;
+    this.#readHighWaterMark = options.readHighWaterMark;
+    this.#decoder = createDecoder(init.packetType, init.packetSize, (packet) => this.#deliver(packet));
+    connection.setNoDelay(options.noDelay);
+    if (options.keepAlive) connection.setKeepAlive(true, options.keepAliveDelayMs);
+    this.#idleTimeoutMs = options.idleTimeoutMs;
+    if (this.#idleTimeoutMs > 0) {
+      this.#lastInputAt = Date.now();
+      this.#armIdleTimer(this.#idleTimeoutMs);
+    }
+    connection.start({
+      data: (chunk) => this.#onData(chunk),
+      end: () => this.#onEnd(),
+      error: (error) => this.#onError(error),
+    });
+  }
+
+  /**
+   * Whether the connection is over: closed by either side, or ended by the
+   * peer (a session may still `send` after the peer's end of stream, until
+   * its handler returns).
+   */
+  get closed(): boolean {
+    return this.#closed || this.#inputDone;
+  }
+
+  /**
+   * The error that ended input (socket error, framing error or idle timeout),
+   * or `null`.
+   */
+  get failure(): SocketServerError | null {
+    return this.#failure;
+  }
+
+  /**
+   * Resolves with the next whole packet, or `null` at end of stream or once
+   * the session is closed. Rejects with a {@linkcode SocketServerError} whose
+   * code is `"socket_error"`, `"packet_too_large"`, `"truncated_packet"` or
+   * `"timeout"` when input failed; letting that error propagate ends the
+   * session with reason `"socket_error"` (or `"timeout"`).
+   *
+   * @returns The packet's bytes (header or line terminator removed), or `null`.
+   * @example Reading one request
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function handler(session: Session): Promise<void> {
+   *   const request = await session.recv();
+   *   if (request !== null) await session.send(request);
+   * }
+   * ```
+   */
+  recv(): Promise<Uint8Array | null> {
+    if (this.#queueHead < this.#queue.length) return Promise.resolve(this.#take());
+    if (this.#inputDone || this.#closed) {
+      return this.#failure ? Promise.reject(this.#failure) : Promise.resolve(null);
+    }
+    if (this.#waiter !== null) {
+      return Promise.reject(
+        new SocketServerError(
+          `Session ${this.id} already has a recv() pending`,
+          "invalid_argument",
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  /**
+   * Iterates over packets until end of stream.
+   *
+   * @returns An async iterator of packets.
+   * @example Echoing every packet
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function handler(session: Session): Promise<void> {
+   *   for await (const packet of session) await session.send(packet);
+   * }
+   * ```
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    for (;;) {
+      const packet = await this.recv();
+      if (packet === null) return;
+      yield packet;
+    }
+  }
+
+  /**
+   * Sends one packet, framed per the packet type (header added, or `\n` for
+   * `"line"`); a string is sent as UTF-8. Resolves once the runtime has
+   * taken the bytes within its buffer bound, so a slow peer slows the sender
+   * instead of growing memory. The bytes belong to the session from the call
+   * on: do not change them afterwards. Rejects with code `"socket_closed"`
+   * when the connection is closed, or `"packet_too_large"` when the data does
+   * not fit the header.
+   *
+   * @param data The packet's body.
+   * @returns A promise resolved once the data is accepted.
+   * @example Answering a line
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function handler(session: Session): Promise<void> {
+   *   await session.send("hello");
+   * }
+   * ```
+   */
+  send(data: Uint8Array | string): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(
+        new SocketServerError(`Cannot send on session ${this.id}: the connection is closed`, "socket_closed"),
+      );
+    }
+    let frames: Uint8Array[];
+    try {
+      frames = encodePacket(this.packetType, data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    let pending: Promise<void> | undefined;
+    for (const frame of frames) {
+      this.bytesOut += frame.length;
+      pending = this.#connection.write(frame) ?? pending;
+    }
+    this.packetsOut++;
+    return pending ?? Promise.resolve();
+  }
+
+  /**
+   * Closes the connection; a pending `recv()` resolves `null`. Idempotent.
+   *
+   * @example Closing every session of a server
+   * ```ts
+   * import { serverChildren } from "@pico/socket-server";
+   * for (const session of await serverChildren("chat")) session.close();
+   * ```
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopIdleTimer();
+    this.#connection.close();
+    this.#settleWaiter();
+  }
+
+  #take(): Uint8Array {
+    const packet = this.#queue[this.#queueHead];
+    this.#queue[this.#queueHead++] = undefined as unknown as Uint8Array;
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#queueHead = 0;
+    }
+    this.#queuedBytes -= packet.length;
+    if (this.#paused && this.#queuedBytes <= this.#readHighWaterMark / 2 && !this.#closed) {
+      this.#paused = false;
+      this.#connection.resume();
+    }
+    return packet;
+  }
+
+  #deliver(packet: Uint8Array): void {
+    this.packetsIn++;
+    const waiter = this.#waiter;
+    if (waiter !== null) {
+      this.#waiter = null;
+      waiter.resolve(packet);
+      return;
+    }
+    this.#queue.push(packet);
+    this.#queuedBytes += packet.length;
+    if (!this.#paused && this.#queuedBytes > this.#readHighWaterMark) {
+      this.#paused = true;
+      this.#connection.pause();
+    }
+  }
+
+  #onData(chunk: Uint8Array): void {
+    if (this.#inputDone) return;
+    this.bytesIn += chunk.length;
+    if (this.#idleTimeoutMs > 0) this.#lastInputAt = Date.now();
+    try {
+      this.#decoder.push(chunk);
+    } catch (error) {
+      this.#fail(error as SocketServerError);
+    }
+  }
+
+  #onEnd(): void {
+    if (this.#inputDone) return;
+    try {
+      this.#decoder.finish();
+    } catch (error) {
+      this.#fail(error as SocketServerError);
+      return;
+    }
+    this.#inputDone = true;
+    // The peer is gone; the connection stays open (half-open) so the handler
+    // can still answer, until it returns.
+    this.#stopIdleTimer();
+    this.#settleWaiter();
+  }
+
+  #onError(error: Error): void {
+    if (this.#inputDone) return;
+    const code = (error as { code?: unknown }).code;
+    this.#fail(
+      new SocketServerError(
+        `Connection from ${this.remoteAddress.hostname}:${this.remoteAddress.port} failed: ${
+          typeof code === "string" ? code : error.message
+        }`,
+        "socket_error",
+        { cause: error },
+      ),
+    );
+  }
+
+  /** Ends input with an error and closes the connection. */
+  #fail(failure: SocketServerError): void {
+    if (this.#inputDone) return;
+    this.#inputDone = true;
+    this.#failure = failure;
+    this.close();
+  }
+
+  #settleWaiter(): void {
+    const waiter = this.#waiter;
+    if (waiter === null) return;
+    this.#waiter = null;
+    if (this.#failure) waiter.reject(this.#failure);
+    else waiter.resolve(null);
+  }
+
+  #armIdleTimer(delayMs: number): void {
+    this.#idleTimer = setTimeout(() => {
+      // Re-arming on every chunk would cost a timer per read; instead the
+      // timer checks when input last came and sleeps for the rest.
+      const idleFor = Date.now() - this.#lastInputAt;
+      if (idleFor < this.#idleTimeoutMs) {
+        this.#armIdleTimer(this.#idleTimeoutMs - idleFor);
+        return;
+      }
+      this.#fail(
+        new SocketServerError(
+          `Session ${this.id} received nothing for ${this.#idleTimeoutMs} ms`,
+          "timeout",
+        ),
+      );
+    }, delayMs);
+  }
+
+  #stopIdleTimer(): void {
+    if (this.#idleTimer !== undefined) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+  }
+}
+
+/**
+ * The reason a session ended, given whether its handler failed and with what.
+ * Errors the session itself produced (socket, framing, timeout) map to their
+ * reason; any other error is a crash.
+ */
+export function endReason(session: Session, handlerError: unknown, failed: boolean): SessionEndReason {
+  if (!failed) return session.closed ? "socket_closed" : "normal";
+  if (handlerError !== null && handlerError === session.failure) {
+    return session.failure.code === "timeout" ? "timeout" : "socket_error";
+  }
+  return "crash";
+}
