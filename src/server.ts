@@ -96,11 +96,13 @@ export interface ServerOptions {
    */
   transport?: Transport;
   /**
-   * Called when a handler throws or rejects (the session has then been
-   * closed). An error thrown here is itself logged and ignored.
+   * Called when a handler throws or rejects (with its session, then already
+   * closed), or when the runtime fails to accept a connection (without a
+   * session; the server retries shortly). An error thrown here is itself
+   * logged and ignored.
    * @default {logs with console.error}
    */
-  onError?: (error: unknown, session: Session) => void;
+  onError?: (error: unknown, session?: Session) => void;
 }
 
 /**
@@ -156,7 +158,7 @@ interface ResolvedServerOptions {
   session: ResolvedSessionOptions;
   backlog: number;
   transport: Transport;
-  onError: (error: unknown, session: Session) => void;
+  onError: (error: unknown, session?: Session) => void;
 }
 
 function invalid(what: string, value: unknown, expected: string): SocketServerError {
@@ -173,11 +175,11 @@ function isInteger(value: unknown, min: number, max: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
 }
 
-function reportCrash(error: unknown, session: Session): void {
-  console.error(
-    `pico-socket-server: session ${session.id} from ${session.remoteAddress.hostname}:${session.remoteAddress.port} crashed:`,
-    error,
-  );
+function reportError(error: unknown, session?: Session): void {
+  const where = session === undefined
+    ? "failed to accept a connection"
+    : `session ${session.id} from ${session.remoteAddress.hostname}:${session.remoteAddress.port} crashed`;
+  console.error(`pico-socket-server: ${where}:`, error);
 }
 
 function resolveOptions(options: ServerOptions): ResolvedServerOptions {
@@ -208,7 +210,7 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
     session: resolveSessionOptions(options.session),
     backlog,
     transport: options.transport ?? getDefaultTransport(),
-    onError: options.onError ?? reportCrash,
+    onError: options.onError ?? reportError,
   };
 }
 
@@ -411,7 +413,7 @@ export class SocketServer implements RegisteredServer {
         // The runtime could not accept (e.g. out of file descriptors): say
         // so, and try again shortly rather than spin.
         this.#accepting = false;
-        console.error(`pico-socket-server: ${this.#name} failed to accept a connection:`, error);
+        this.#report(error);
         setTimeout(() => this.#acceptNext(), ACCEPT_RETRY_MS);
       },
     );
@@ -424,7 +426,7 @@ export class SocketServer implements RegisteredServer {
       session = new Session({ id: this.#nextSessionId++, connection, packetType, packetSize, options });
     } catch (error) {
       connection.close();
-      console.error(`pico-socket-server: ${this.#name} could not start a session:`, error);
+      this.#report(error);
       return;
     }
     this.#sessions.add(session);
@@ -451,13 +453,15 @@ export class SocketServer implements RegisteredServer {
     session.close();
     this.#sessions.delete(session);
     this.#ended[reason]++;
-    if (reason === "crash") {
-      try {
-        this.#options.onError(error, session);
-      } catch (reportError) {
-        console.error("pico-socket-server: onError threw:", reportError);
-      }
-    }
+    if (reason === "crash") this.#report(error, session);
     this.#acceptNext();
+  }
+
+  #report(error: unknown, session?: Session): void {
+    try {
+      this.#options.onError(error, session);
+    } catch (onErrorFailure) {
+      console.error("pico-socket-server: onError threw:", onErrorFailure);
+    }
   }
 }

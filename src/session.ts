@@ -332,6 +332,14 @@ export class Session {
    * ```
    */
   close(): void {
+    // Packets not yet taken are dropped: whoever closes is done reading.
+    this.#queue.length = 0;
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    this.#closeConnection();
+  }
+
+  #closeConnection(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#stopIdleTimer();
@@ -347,7 +355,7 @@ export class Session {
       this.#queueHead = 0;
     }
     this.#queuedBytes -= packet.length;
-    if (this.#paused && this.#queuedBytes <= this.#readHighWaterMark / 2 && !this.#closed) {
+    if (this.#paused && this.#queuedBytes <= this.#readHighWaterMark / 2 && !this.#closed && !this.#inputDone) {
       this.#paused = false;
       this.#connection.resume();
     }
@@ -377,7 +385,7 @@ export class Session {
     try {
       this.#decoder.push(chunk);
     } catch (error) {
-      this.#fail(error as SocketServerError);
+      this.#endInput(error as SocketServerError);
     }
   }
 
@@ -386,7 +394,7 @@ export class Session {
     try {
       this.#decoder.finish();
     } catch (error) {
-      this.#fail(error as SocketServerError);
+      this.#endInput(error as SocketServerError);
       return;
     }
     this.#inputDone = true;
@@ -410,12 +418,27 @@ export class Session {
     );
   }
 
-  /** Ends input with an error and closes the connection. */
+  /**
+   * Ends input with an error and closes the connection; packets received
+   * before it are still delivered, then the error.
+   */
   #fail(failure: SocketServerError): void {
+    if (this.#inputDone) return;
+    this.#endInput(failure);
+    this.#closeConnection();
+  }
+
+  /**
+   * Ends input with a framing error: packets decoded before it are still
+   * delivered and the handler may still answer them; the error comes next.
+   */
+  #endInput(failure: SocketServerError): void {
     if (this.#inputDone) return;
     this.#inputDone = true;
     this.#failure = failure;
-    this.close();
+    this.#stopIdleTimer();
+    if (!this.#closed) this.#connection.pause();
+    this.#settleWaiter();
   }
 
   #settleWaiter(): void {

@@ -1,0 +1,683 @@
+// Unit tests of the runtime-neutral core against the in-memory transport:
+// no sockets, so every runtime runs them fast and deterministically.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  serverChildren,
+  serverPort,
+  serverStatus,
+  startRawServer,
+  startServer,
+  stopServer,
+} from "../src/api.ts";
+import { SocketServerError } from "../src/errors.ts";
+import type { ServerOptions, SessionHandler } from "../src/server.ts";
+import type { Session } from "../src/session.ts";
+import type { ListenOptions, Listener, Transport } from "../src/transport.ts";
+import { MemoryTransport, withDefaultTransport } from "./support/memory_transport.ts";
+
+/** Lets promise callbacks and zero-delay timers run. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Waits until `condition` holds, failing after `timeoutMs`. */
+async function until(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<SocketServerError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof SocketServerError, `expected a SocketServerError, got ${error}`);
+    assert.equal(error.code, code, error.message);
+    return error;
+  }
+  assert.fail(`expected a rejection with code ${code}`);
+}
+
+const echo: SessionHandler = async (session) => {
+  for await (const packet of session) await session.send(packet);
+};
+
+/** Collects the errors a server reports instead of logging them. */
+function errorLog(): { errors: Array<{ error: unknown; session?: Session }>; onError: (e: unknown, s?: Session) => void } {
+  const errors: Array<{ error: unknown; session?: Session }> = [];
+  return { errors, onError: (error, session) => errors.push({ error, session }) };
+}
+
+describe("starting and naming servers", () => {
+  test("startServer(port, max, handler) on port 0 registers picoSocketServer_<real port>", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer(0, 3, echo, { transport });
+    try {
+      assert.ok(server.port > 0);
+      assert.equal(server.name, `picoSocketServer_${server.port}`);
+      assert.equal(await serverPort(server.name), server.port);
+      assert.equal(await serverPort(server.port), server.port);
+      assert.deepEqual(
+        { num: (await serverStatus(server)).num, max: (await serverStatus(server)).max },
+        { num: 0, max: 3 },
+      );
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("startServer(name, port, max, handler) registers the name and serves raw packets", async () => {
+    const transport = new MemoryTransport();
+    const server = await withDefaultTransport(transport, () => startServer("core-named", 0, 2, echo));
+    try {
+      assert.equal(server.name, "core-named");
+      assert.equal(await serverPort("core-named"), server.port);
+      const peer = transport.connect(server.port);
+      peer.write("abc");
+      await peer.whenReceived(3);
+      assert.equal(peer.text(), "abc");
+    } finally {
+      await stopServer("core-named");
+    }
+  });
+
+  test("a duplicate name is refused with name_in_use and starts nothing", async () => {
+    const transport = new MemoryTransport();
+    const first = await startServer({ name: "core-dup", port: 0, max: 1, handler: echo, transport });
+    try {
+      const error = await rejectsWithCode(
+        startServer({ name: "core-dup", port: 0, max: 1, handler: echo, transport }),
+        "name_in_use",
+      );
+      assert.match(error.message, /core-dup/);
+      assert.equal(transport.listeners.size, 1, "the second server must not listen");
+      assert.equal(await serverPort("core-dup"), first.port);
+    } finally {
+      await first.stop();
+    }
+  });
+
+  test("a port in use rejects with EADDRINUSE and leaves the registry as it was", async () => {
+    const transport = new MemoryTransport();
+    const first = await startServer({ port: 0, max: 1, handler: echo, transport });
+    try {
+      const error = await rejectsWithCode(
+        startServer({ name: "core-busy", port: first.port, max: 1, handler: echo, transport }),
+        "EADDRINUSE",
+      );
+      assert.match(error.message, new RegExp(`${first.port}`));
+      await rejectsWithCode(serverPort("core-busy"), "retrylater");
+      assert.equal(await serverPort(first.port), first.port);
+    } finally {
+      await first.stop();
+    }
+  });
+
+  test("startRawServer 5- and 7-argument forms frame packets with the given type and size", async () => {
+    const transport = new MemoryTransport();
+    const [five, seven] = await withDefaultTransport(transport, () =>
+      Promise.all([
+        startRawServer(0, 4, echo, 2, 100),
+        startRawServer("core-raw7", 0, 4, { noDelay: false }, echo, "line", 5),
+      ]));
+    try {
+      assert.equal(five.name, `picoSocketServer_${five.port}`);
+      const framed = transport.connect(five.port);
+      framed.write(new Uint8Array([0, 3, 1, 2, 3]));
+      await framed.whenReceived(5);
+      assert.deepEqual([...framed.bytes()], [0, 3, 1, 2, 3]);
+      assert.equal(framed.connection.noDelay, true, "noDelay is on by default");
+
+      assert.equal(seven.name, "core-raw7");
+      const lines = transport.connect(seven.port);
+      lines.write("hello\r\ntoo long\n");
+      await lines.whenClosed();
+      assert.equal(lines.text(), "hello\n");
+      assert.equal(lines.connection.noDelay, false);
+    } finally {
+      await Promise.all([five.stop(), seven.stop()]);
+    }
+  });
+
+  test("startRawServer with the wrong number of arguments rejects with invalid_argument", async () => {
+    // @ts-expect-error: deliberately a 3-argument call
+    await rejectsWithCode(startRawServer(0, 1, echo), "invalid_argument");
+  });
+
+  test("invalid options reject with invalid_argument naming the value", async () => {
+    const transport = new MemoryTransport();
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ port: 0, max: 0, handler: echo }, /max 0/],
+      [{ port: 70000, max: 1, handler: echo }, /port 70000/],
+      [{ port: 0, max: 1, handler: "nope" }, /handler "nope"/],
+      [{ port: 0, max: 1, handler: echo, packet: 3 }, /packet type 3/],
+      [{ port: 0, max: 1, handler: echo, packetSize: -1 }, /packet size -1/],
+      [{ port: 0, max: 1, handler: echo, name: "" }, /server name ""/],
+      [{ port: 0, max: 1, handler: echo, session: { idleTimeoutMs: -5 } }, /idleTimeoutMs -5/],
+    ];
+    for (const [options, message] of bad) {
+      const error = await rejectsWithCode(
+        startServer({ transport, ...options } as unknown as ServerOptions),
+        "invalid_argument",
+      );
+      assert.match(error.message, message);
+    }
+    assert.equal(transport.listeners.size, 0);
+  });
+});
+
+describe("looking servers up", () => {
+  test("unknown references reject with retrylater; stopServer resolves quietly", async () => {
+    await rejectsWithCode(serverPort("core-nobody"), "retrylater");
+    await rejectsWithCode(serverStatus(1), "retrylater");
+    await rejectsWithCode(serverChildren("core-nobody", 10), "retrylater");
+    await stopServer("core-nobody");
+    await stopServer(1);
+  });
+
+  test("a server registered but not yet listening answers once it listens, or times out", async () => {
+    const memory = new MemoryTransport();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slow: Transport = {
+      name: "slow",
+      async listen(options: ListenOptions): Promise<Listener> {
+        await gate;
+        return memory.listen(options);
+      },
+    };
+    const starting = startServer({ name: "core-slow", port: 0, max: 1, handler: echo, transport: slow });
+    const error = await rejectsWithCode(serverPort("core-slow", 20), "timeout");
+    assert.match(error.message, /core-slow.*20 ms/);
+    const port = serverPort("core-slow");
+    release();
+    const server = await starting;
+    assert.equal(await port, server.port);
+    await server.stop();
+    await rejectsWithCode(serverPort("core-slow", 20), "retrylater");
+  });
+
+  test("a failed listen makes waiting look-ups reject with retrylater", async () => {
+    const failing: Transport = {
+      name: "failing",
+      listen(): Promise<Listener> {
+        return new Promise((_, reject) =>
+          setTimeout(() => reject(Object.assign(new Error("permission denied"), { code: "EACCES" })), 10)
+        );
+      },
+    };
+    const starting = startServer({ name: "core-eacces", port: 80, max: 1, handler: echo, transport: failing });
+    const lookup = serverStatus("core-eacces");
+    const error = await rejectsWithCode(starting, "EACCES");
+    assert.match(error.message, /Cannot listen on 0\.0\.0\.0:80: permission denied/);
+    await rejectsWithCode(lookup, "retrylater");
+  });
+});
+
+describe("the session limit", () => {
+  test("with 3x max connections at once, exactly max run and the rest start in arrival order", async () => {
+    const transport = new MemoryTransport();
+    const max = 4;
+    const started: number[] = [];
+    const releases = new Map<number, () => void>();
+    const server = await startServer({
+      port: 0,
+      max,
+      transport,
+      handler: async (session) => {
+        const first = await session.recv();
+        started.push(first![0]);
+        await new Promise<void>((resolve) => releases.set(first![0], resolve));
+      },
+    });
+    try {
+      const peers = Array.from({ length: 3 * max }, (_, i) => {
+        const peer = transport.connect(server.port);
+        peer.write(new Uint8Array([i]));
+        return peer;
+      });
+      await until(() => started.length === max, "max sessions to start");
+      await settle();
+      assert.deepEqual(started, [0, 1, 2, 3]);
+      assert.equal(server.status().num, max);
+      assert.equal(transport.listeners.get(server.port)!.waiting.length, 2 * max);
+      let peak = 0;
+      for (let served = max; served < 3 * max; served++) {
+        releases.get(served - max)!();
+        await until(() => started.length === served + 1, `session ${served} to start`);
+        peak = Math.max(peak, server.status().num);
+      }
+      assert.deepEqual(started, Array.from({ length: 3 * max }, (_, i) => i));
+      assert.ok(peak <= max, `never more than max sessions (saw ${peak})`);
+      for (const release of releases.values()) release();
+      await until(() => server.status().num === 0, "all sessions to end");
+      assert.equal(server.status().accepted, 3 * max);
+      assert.equal(server.status().ended.normal, 3 * max);
+      assert.ok(peers.every((peer) => peer.closed));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("connections beyond backlog are refused and counted", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      backlog: 2,
+      transport,
+      handler: () => new Promise(() => {}),
+    });
+    try {
+      const peers = Array.from({ length: 5 }, () => transport.connect(server.port));
+      await settle();
+      assert.deepEqual(peers.map((peer) => peer.refused), [false, false, false, true, true]);
+      assert.equal(server.status().refused, 2);
+      assert.equal(server.status().num, 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a failing accept is reported and retried, not spun on", async () => {
+    const transport = new MemoryTransport();
+    transport.acceptFailures = 2;
+    const { errors, onError } = errorLog();
+    const server = await startServer({ port: 0, max: 2, transport, handler: echo, onError });
+    try {
+      const peer = transport.connect(server.port);
+      peer.write("still served");
+      await peer.whenReceived(12);
+      assert.equal(peer.text(), "still served");
+      assert.equal(errors.length, 2);
+      assert.equal((errors[0].error as { code?: string }).code, "EMFILE");
+      assert.equal(errors[0].session, undefined);
+      assert.ok(transport.listeners.get(server.port)!.acceptCalls <= 4, "accept is not retried in a tight loop");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("how sessions end", () => {
+  test("a handler that returns at once closes its connection with reason normal", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 2, transport, handler: () => {} });
+    try {
+      const peer = transport.connect(server.port);
+      await peer.whenClosed();
+      await until(() => server.status().ended.normal === 1, "the session to end");
+      assert.equal(server.status().num, 0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a handler that throws or rejects closes only its own session and is reported", async () => {
+    const transport = new MemoryTransport();
+    const { errors, onError } = errorLog();
+    const server = await startServer({
+      port: 0,
+      max: 5,
+      transport,
+      onError,
+      handler: async (session) => {
+        const command = new TextDecoder().decode((await session.recv())!);
+        if (command === "throw") throw new Error("thrown by handler");
+        if (command === "reject") return Promise.reject(new TypeError("rejected by handler"));
+        await echo(session);
+      },
+    });
+    try {
+      const survivor = transport.connect(server.port);
+      survivor.write("keep");
+      const thrower = transport.connect(server.port);
+      thrower.write("throw");
+      const rejecter = transport.connect(server.port);
+      rejecter.write("reject");
+      await thrower.whenClosed();
+      await rejecter.whenClosed();
+      await until(() => server.status().ended.crash === 2, "both crashes to be counted");
+      assert.deepEqual(errors.map(({ error }) => (error as Error).message).sort(), [
+        "rejected by handler",
+        "thrown by handler",
+      ]);
+      assert.ok(errors.every(({ session }) => session !== undefined && session.closed));
+      survivor.write("alive");
+      await survivor.whenReceived(5);
+      assert.equal(survivor.text(), "alive");
+      assert.equal(survivor.closed, false);
+      assert.equal(server.status().num, 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a handler that throws synchronously is a crash too", async () => {
+    const transport = new MemoryTransport();
+    const { errors, onError } = errorLog();
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      onError,
+      handler: () => {
+        throw new RangeError("sync");
+      },
+    });
+    try {
+      await transport.connect(server.port).whenClosed();
+      assert.equal((errors[0].error as Error).message, "sync");
+      // The slot was freed: a second connection is served.
+      await transport.connect(server.port).whenClosed();
+      assert.equal(server.status().ended.crash, 2);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("an onError that throws is contained", async () => {
+    const transport = new MemoryTransport();
+    const logged: unknown[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => logged.push(args);
+    try {
+      const server = await startServer({
+        port: 0,
+        max: 1,
+        transport,
+        onError: () => {
+          throw new Error("onError broke");
+        },
+        handler: () => {
+          throw new Error("handler broke");
+        },
+      });
+      await transport.connect(server.port).whenClosed();
+      assert.equal(logged.length, 1);
+      await server.stop();
+    } finally {
+      console.error = original;
+    }
+  });
+
+  test("a peer reset rejects recv() with socket_error and ends the session so", async () => {
+    const transport = new MemoryTransport();
+    let seen: unknown;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      handler: async (session) => {
+        try {
+          await session.recv();
+        } catch (error) {
+          seen = error;
+          throw error;
+        }
+      },
+    });
+    try {
+      transport.connect(server.port).reset();
+      await until(() => server.status().ended.socket_error === 1, "the session to end");
+      assert.ok(seen instanceof SocketServerError);
+      assert.equal(seen.code, "socket_error");
+      assert.equal((seen.cause as { code?: string }).code, "ECONNRESET");
+      assert.equal(server.status().ended.crash, 0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a handler returning after the peer closed ends with socket_closed", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 1, transport, handler: echo });
+    try {
+      const peer = transport.connect(server.port);
+      peer.write("bye");
+      peer.end();
+      await peer.whenClosed();
+      assert.equal(peer.text(), "bye");
+      await until(() => server.status().ended.socket_closed === 1, "the session to end");
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("the idle timeout rejects recv() with timeout and ends the session so", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 1, transport, handler: echo, session: { idleTimeoutMs: 30 } });
+    try {
+      const peer = transport.connect(server.port);
+      for (let i = 0; i < 4; i++) {
+        peer.write("x");
+        await new Promise((resolve) => setTimeout(resolve, 15));
+      }
+      assert.equal(peer.closed, false, "input keeps the session alive");
+      await peer.whenClosed();
+      await until(() => server.status().ended.timeout === 1, "the session to time out");
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a packet over packetSize ends the session with socket_error before its body arrives", async () => {
+    const transport = new MemoryTransport();
+    let seen: unknown;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      packet: 4,
+      packetSize: 10,
+      handler: async (session) => {
+        try {
+          for await (const packet of session) await session.send(packet);
+        } catch (error) {
+          seen = error;
+          throw error;
+        }
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      peer.write(new Uint8Array([0, 0, 0, 2, 7, 7, 0, 0, 0, 11]));
+      await peer.whenClosed();
+      assert.deepEqual([...peer.bytes()], [0, 0, 0, 2, 7, 7]);
+      assert.ok(seen instanceof SocketServerError);
+      assert.equal(seen.code, "packet_too_large");
+      await until(() => server.status().ended.socket_error === 1, "the session to end");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("sessions", () => {
+  test("recv() yields packets that arrived before it was called, and null at end", async () => {
+    const transport = new MemoryTransport();
+    const received: Array<string | null> = [];
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      packet: "line",
+      handler: async (session) => {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        for (let i = 0; i < 3; i++) {
+          const line = await session.recv();
+          received.push(line === null ? null : new TextDecoder().decode(line));
+        }
+        done();
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      peer.write("one\ntwo\r\n");
+      peer.end();
+      await finished;
+      assert.deepEqual(received, ["one", "two", null]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a second concurrent recv() is refused with invalid_argument", async () => {
+    const transport = new MemoryTransport();
+    let seen: unknown;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      handler: async (session) => {
+        const first = session.recv();
+        await session.recv().catch((error) => (seen = error));
+        await first;
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      await until(() => seen !== undefined, "the second recv to fail");
+      assert.equal((seen as SocketServerError).code, "invalid_argument");
+      peer.write("x");
+      await peer.whenClosed();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a peer faster than the handler is paused above readHighWaterMark and resumed below", async () => {
+    const transport = new MemoryTransport();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let count = 0;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      session: { readHighWaterMark: 100 },
+      handler: async (session) => {
+        await gate;
+        for await (const _ of session) count++;
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      for (let i = 0; i < 5; i++) peer.write(new Uint8Array(40));
+      await settle();
+      assert.equal(peer.connection.paused, true);
+      release();
+      await until(() => !peer.connection.paused, "reading to resume");
+      peer.end();
+      await peer.whenClosed();
+      assert.equal(count, 5);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("send() adds the header, counts bytes and packets, and rejects once closed", async () => {
+    const transport = new MemoryTransport();
+    let session!: Session;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      packet: 1,
+      handler: (s) => {
+        session = s;
+        return new Promise(() => {});
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      await until(() => session !== undefined, "the session");
+      await session.send("hi");
+      await session.send(new Uint8Array([9]));
+      assert.deepEqual([...peer.bytes()], [2, 104, 105, 1, 9]);
+      assert.deepEqual([session.bytesOut, session.packetsOut], [5, 2]);
+      await rejectsWithCode(session.send(new Uint8Array(256)), "packet_too_large");
+      peer.write(new Uint8Array([1, 5]));
+      assert.deepEqual([session.bytesIn, session.packetsIn], [2, 1]);
+      session.close();
+      session.close();
+      assert.equal(peer.connection.closeCalls, 1, "close() is idempotent");
+      await rejectsWithCode(session.send("late"), "socket_closed");
+      assert.equal(await session.recv(), null);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("send() waits while the transport reports backpressure", async () => {
+    const transport = new MemoryTransport();
+    let session!: Session;
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      handler: (s) => {
+        session = s;
+        return new Promise(() => {});
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      await until(() => session !== undefined, "the session");
+      let drain!: () => void;
+      peer.connection.writeBlocker = new Promise((resolve) => (drain = resolve));
+      let sent = false;
+      const sending = session.send("slow").then(() => (sent = true));
+      await settle();
+      assert.equal(sent, false);
+      drain();
+      await sending;
+      assert.equal(sent, true);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("children and stop", () => {
+  test("serverChildren lists running sessions, never waiting ones, and a caller can close them", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 2, transport, handler: echo });
+    try {
+      const peers = [0, 1, 2].map(() => transport.connect(server.port));
+      await until(() => server.status().num === 2, "two sessions");
+      const children = await serverChildren(server.name);
+      assert.equal(children.length, 2);
+      assert.deepEqual(children.map((s) => s.remoteAddress.port), [peers[0], peers[1]].map((p) => p.connection.remoteAddress.port));
+      children[0].close();
+      await peers[0].whenClosed();
+      await until(() => peers[2].connection.started, "the waiting connection to start");
+      assert.equal((await serverChildren(server.port)).length, 2);
+      assert.equal(server.status().ended.socket_closed, 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("stopServer closes running and waiting connections, frees the port, removes the name", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ name: "core-stop", port: 0, max: 2, transport, handler: echo });
+    const peers = [0, 1, 2, 3].map(() => transport.connect(server.port));
+    await until(() => server.status().num === 2, "two sessions");
+    await stopServer("core-stop");
+    assert.ok(peers.every((peer) => peer.closed));
+    assert.equal(server.state, "stopped");
+    assert.equal(transport.listeners.size, 0, "the port is free");
+    await rejectsWithCode(serverStatus("core-stop"), "retrylater");
+    await rejectsWithCode(serverChildren(server), "retrylater");
+    await stopServer("core-stop");
+    await stopServer(server);
+    const again = await startServer({ name: "core-stop", port: server.port, max: 1, handler: echo, transport });
+    await again.stop();
+  });
+});

@@ -1,0 +1,308 @@
+/**
+ * An in-memory transport for unit tests of the core: no sockets, no timers.
+ * A test plays the peer: it connects, writes bytes, ends or resets, and reads
+ * what the server sent.
+ */
+
+import type {
+  Connection,
+  ConnectionEvents,
+  ListenOptions,
+  Listener,
+  SocketAddress,
+  Transport,
+} from "../../src/transport.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The client end of an in-memory connection. */
+export class MemoryPeer {
+  readonly connection: MemoryConnection;
+  /** Bytes the server wrote, in order. */
+  readonly received: Uint8Array[] = [];
+  /** True if the listener refused the connection (its wait was full). */
+  refused = false;
+  #closed = false;
+  #onClose: Array<() => void> = [];
+  #onReceive: Array<() => void> = [];
+
+  constructor(port: number, clientPort: number) {
+    this.connection = new MemoryConnection(this, port, clientPort);
+  }
+
+  /** Sends bytes (or UTF-8 text) to the server. */
+  write(data: Uint8Array | string): void {
+    this.connection.deliver(typeof data === "string" ? encoder.encode(data) : data);
+  }
+
+  /** Closes the peer's side (end of stream). */
+  end(): void {
+    this.connection.deliverEnd();
+  }
+
+  /** Fails the connection as a reset by the peer would. */
+  reset(): void {
+    const error = new Error("Connection reset by peer") as Error & { code: string };
+    error.code = "ECONNRESET";
+    this.connection.deliverError(error);
+  }
+
+  /** Everything the server wrote, as UTF-8 text. */
+  text(): string {
+    return decoder.decode(concatBytes(this.received));
+  }
+
+  /** Everything the server wrote, as one buffer. */
+  bytes(): Uint8Array {
+    return concatBytes(this.received);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Resolves once the server closed the connection. */
+  whenClosed(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#onClose.push(resolve));
+  }
+
+  /** Resolves once the server has written at least `length` bytes. */
+  async whenReceived(length: number): Promise<void> {
+    while (concatBytes(this.received).length < length) {
+      if (this.#closed) throw new Error(`Closed after ${concatBytes(this.received).length} of ${length} bytes`);
+      await new Promise<void>((resolve) => {
+        this.#onReceive.push(resolve);
+        this.#onClose.push(resolve);
+      });
+    }
+  }
+
+  /** Called by the connection. */
+  receive(data: Uint8Array): void {
+    this.received.push(data.slice());
+    for (const wake of this.#onReceive.splice(0)) wake();
+  }
+
+  /** Called by the connection. */
+  markClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const wake of this.#onClose.splice(0)) wake();
+  }
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** The server end of an in-memory connection. */
+export class MemoryConnection implements Connection {
+  readonly remoteAddress: SocketAddress;
+  readonly localAddress: SocketAddress;
+  readonly peer: MemoryPeer;
+  noDelay: boolean | undefined;
+  keepAlive: boolean | undefined;
+  paused = false;
+  started = false;
+  closeCalls = 0;
+  /** When set, write() reports backpressure with this promise. */
+  writeBlocker: Promise<void> | undefined;
+  #events: ConnectionEvents | undefined;
+  #pending: Array<Uint8Array | "end" | Error> = [];
+  #closed = false;
+
+  constructor(peer: MemoryPeer, port: number, clientPort: number) {
+    this.peer = peer;
+    this.remoteAddress = { hostname: "127.0.0.1", port: clientPort };
+    this.localAddress = { hostname: "127.0.0.1", port };
+  }
+
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  start(events: ConnectionEvents): void {
+    this.started = true;
+    this.#events = events;
+    this.#flush();
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.#flush();
+  }
+
+  write(data: Uint8Array): Promise<void> | undefined {
+    if (this.#closed) return undefined;
+    this.peer.receive(data);
+    return this.writeBlocker;
+  }
+
+  setNoDelay(noDelay: boolean): void {
+    this.noDelay = noDelay;
+  }
+
+  setKeepAlive(keepAlive: boolean): void {
+    this.keepAlive = keepAlive;
+  }
+
+  close(): void {
+    this.closeCalls++;
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pending = [];
+    this.peer.markClosed();
+  }
+
+  deliver(data: Uint8Array): void {
+    this.#pending.push(data);
+    this.#flush();
+  }
+
+  deliverEnd(): void {
+    this.#pending.push("end");
+    this.#flush();
+  }
+
+  deliverError(error: Error): void {
+    this.#pending.push(error);
+    this.#flush();
+  }
+
+  #flush(): void {
+    while (this.#events && !this.#closed && !this.paused && this.#pending.length > 0) {
+      const item = this.#pending.shift()!;
+      if (item === "end") this.#events.end();
+      else if (item instanceof Error) {
+        this.#closed = true;
+        this.peer.markClosed();
+        this.#events.error(item);
+      } else this.#events.data(item);
+    }
+  }
+}
+
+/** A listener whose connections come from {@linkcode MemoryTransport.connect}. */
+export class MemoryListener implements Listener {
+  readonly localAddress: SocketAddress;
+  readonly transport: MemoryTransport;
+  readonly backlog: number;
+  refused = 0;
+  waiting: MemoryPeer[] = [];
+  closed = false;
+  acceptCalls = 0;
+  #acceptor: ((connection: Connection | null) => void) | undefined;
+
+  constructor(transport: MemoryTransport, port: number, hostname: string, backlog: number) {
+    this.transport = transport;
+    this.localAddress = { hostname, port };
+    this.backlog = backlog;
+  }
+
+  accept(): Promise<Connection | null> {
+    this.acceptCalls++;
+    if (this.closed) return Promise.resolve(null);
+    if (this.transport.acceptFailures > 0) {
+      this.transport.acceptFailures--;
+      const error = new Error("Too many open files") as Error & { code: string };
+      error.code = "EMFILE";
+      return Promise.reject(error);
+    }
+    const peer = this.waiting.shift();
+    if (peer) return Promise.resolve(peer.connection);
+    return new Promise((resolve) => (this.#acceptor = resolve));
+  }
+
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.transport.listeners.delete(this.localAddress.port);
+      for (const peer of this.waiting.splice(0)) peer.connection.close();
+      const acceptor = this.#acceptor;
+      this.#acceptor = undefined;
+      acceptor?.(null);
+    }
+    return Promise.resolve();
+  }
+
+  /** Called by the transport. */
+  arrive(peer: MemoryPeer): void {
+    const acceptor = this.#acceptor;
+    if (acceptor) {
+      this.#acceptor = undefined;
+      acceptor(peer.connection);
+    } else if (this.waiting.length >= this.backlog) {
+      this.refused++;
+      peer.refused = true;
+      peer.connection.close();
+    } else {
+      this.waiting.push(peer);
+    }
+  }
+}
+
+/** An in-memory network of listeners, keyed by port. */
+export class MemoryTransport implements Transport {
+  readonly name = "memory";
+  readonly listeners: Map<number, MemoryListener> = new Map();
+  /** How many coming accept() calls fail as the runtime's would with EMFILE. */
+  acceptFailures = 0;
+  #nextPort = 40000;
+  #nextClientPort = 50000;
+
+  listen(options: ListenOptions): Promise<Listener> {
+    let port = options.port;
+    if (port === 0) {
+      while (this.listeners.has(this.#nextPort)) this.#nextPort++;
+      port = this.#nextPort++;
+    } else if (this.listeners.has(port)) {
+      const error = new Error(`Cannot listen on ${options.hostname}:${port}: address already in use`) as
+        & Error
+        & { code: string };
+      error.code = "EADDRINUSE";
+      return Promise.reject(error);
+    }
+    const listener = new MemoryListener(this, port, options.hostname, options.backlog);
+    this.listeners.set(port, listener);
+    return Promise.resolve(listener);
+  }
+
+  /** Opens a connection to `port`; throws if nothing listens there. */
+  connect(port: number): MemoryPeer {
+    const listener = this.listeners.get(port);
+    if (!listener) throw new Error(`Connection refused: nothing listens on ${port}`);
+    const peer = new MemoryPeer(port, this.#nextClientPort++);
+    listener.arrive(peer);
+    return peer;
+  }
+}
+
+/**
+ * Runs `body` with `transport` as the process's default transport (what
+ * positional start forms use), restoring the previous default afterwards.
+ */
+export async function withDefaultTransport<T>(transport: Transport, body: () => Promise<T>): Promise<T> {
+  const holder = globalThis as unknown as Record<symbol, { defaultTransport?: Transport } | undefined>;
+  const key = Symbol.for("pico-socket-server.registry.v1");
+  holder[key] ??= { servers: new Map(), defaultTransport: undefined } as { defaultTransport?: Transport };
+  const registry = holder[key]!;
+  const previous = registry.defaultTransport;
+  registry.defaultTransport = transport;
+  try {
+    return await body();
+  } finally {
+    registry.defaultTransport = previous;
+  }
+}
