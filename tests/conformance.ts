@@ -1,0 +1,412 @@
+/**
+ * The conformance suite: what a user observes on real loopback sockets,
+ * run against every adapter on every runtime (see the `*_adapter.test.ts`
+ * files). Clients use `node:net`, which all three runtimes ship.
+ */
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  serverChildren,
+  serverPort,
+  serverStatus,
+  startServer,
+  stopServer,
+} from "../src/api.ts";
+import { SocketServerError } from "../src/errors.ts";
+import { encodePacket, type PacketType } from "../src/framing.ts";
+import type { ServerOptions, SessionHandler, SocketServer } from "../src/server.ts";
+import type { Session } from "../src/session.ts";
+import type { Transport } from "../src/transport.ts";
+import { canBind, Client, occupyPort, sleep, until } from "./support/client.ts";
+
+const HOST = "127.0.0.1";
+const TIMEOUT = { timeout: 20_000 };
+
+const echo: SessionHandler = async (session) => {
+  for await (const packet of session) await session.send(packet);
+};
+
+async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<SocketServerError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof SocketServerError, `expected a SocketServerError, got ${error}`);
+    assert.equal(error.code, code, error.message);
+    return error;
+  }
+  assert.fail(`expected a rejection with code ${code}`);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function frame(packetType: PacketType, body: Uint8Array | string): Uint8Array {
+  return concat(...encodePacket(packetType, body));
+}
+
+function bytesOf(length: number, seed = 1): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = (i * 31 + seed) & 0xff;
+  return bytes;
+}
+
+/** Runs the whole suite against `transport`, labelled with `label`. */
+export function conformance(label: string, transport: Transport): void {
+  let serial = 0;
+  const uniqueName = (what: string) => `conformance-${label}-${what}-${++serial}`;
+
+  /** Starts a server on loopback with this suite's transport. */
+  function start(options: Omit<ServerOptions, "transport" | "hostname">): Promise<SocketServer> {
+    return startServer({ hostname: HOST, transport, ...options });
+  }
+
+  async function withServer(
+    options: Omit<ServerOptions, "transport" | "hostname">,
+    body: (server: SocketServer) => Promise<void>,
+  ): Promise<void> {
+    const server = await start(options);
+    try {
+      await body(server);
+    } finally {
+      await server.stop();
+    }
+  }
+
+  describe(`${label}: starting, naming and stopping`, () => {
+    test("port 0 gets a real port and the default name picoSocketServer_<port>", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 2, handler: echo }, async (server) => {
+        assert.ok(server.port > 0);
+        assert.equal(server.name, `picoSocketServer_${server.port}`);
+        assert.equal(await serverPort(server.port), server.port);
+        assert.equal(await serverPort(server.name, 100), server.port);
+        const { num, max } = await serverStatus(server.port);
+        assert.deepEqual({ num, max }, { num: 0, max: 2 });
+        const client = await Client.connect(server.port);
+        await client.write("ping");
+        assert.equal(new TextDecoder().decode(await client.received(4)), "ping");
+        client.destroy();
+      });
+    });
+
+    test("named servers are found by name and a duplicate name is refused", TIMEOUT, async () => {
+      const name = uniqueName("named");
+      await withServer({ name, port: 0, max: 1, handler: echo }, async (server) => {
+        assert.equal(await serverPort(name), server.port);
+        const other = await occupyPort();
+        await other.release();
+        const error = await rejectsWithCode(
+          start({ name, port: other.port, max: 1, handler: echo }),
+          "name_in_use",
+        );
+        assert.match(error.message, new RegExp(name));
+        assert.ok(await canBind(other.port), "the refused server must not hold a port");
+        assert.equal(await serverPort(name), server.port, "the first server keeps its name");
+      });
+    });
+
+    test("a port in use rejects with EADDRINUSE and registers nothing", TIMEOUT, async () => {
+      const blocker = await occupyPort();
+      try {
+        const name = uniqueName("busy");
+        const error = await rejectsWithCode(start({ name, port: blocker.port, max: 1, handler: echo }), "EADDRINUSE");
+        assert.match(error.message, new RegExp(`${blocker.port}`));
+        await rejectsWithCode(serverStatus(name), "retrylater");
+        await rejectsWithCode(serverStatus(blocker.port), "retrylater");
+      } finally {
+        await blocker.release();
+      }
+    });
+
+    test("stopServer closes running and waiting sessions, frees the port and the name", TIMEOUT, async () => {
+      const name = uniqueName("stop");
+      const server = await start({ name, port: 0, max: 2, handler: echo });
+      const port = server.port;
+      const clients = [];
+      for (let i = 0; i < 5; i++) clients.push(await Client.connect(port));
+      await until(() => server.status().num === 2, "two running sessions");
+      await stopServer(name);
+      await Promise.all(clients.map((client) => client.whenClosed()));
+      assert.ok(await canBind(port), "the port can be bound again at once");
+      await rejectsWithCode(serverStatus(name), "retrylater");
+      await rejectsWithCode(serverPort(server), "retrylater");
+      await stopServer(name);
+      await stopServer(server);
+      const again = await start({ name, port, max: 1, handler: echo });
+      await again.stop();
+    });
+  });
+
+  describe(`${label}: the session limit`, () => {
+    test("with 3x max clients at once, exactly max run and the rest start in arrival order", TIMEOUT, async () => {
+      const max = 4;
+      const started: number[] = [];
+      let peak = 0;
+      await withServer({
+        port: 0,
+        max,
+        packet: "line",
+        handler: async (session) => {
+          const first = await session.recv();
+          started.push(Number(new TextDecoder().decode(first!)));
+          peak = Math.max(peak, (await serverStatus(session.localAddress.port)).num);
+          await session.send("started");
+          // Runs until the client leaves.
+          while ((await session.recv()) !== null);
+        },
+      }, async (server) => {
+        const clients: Client[] = [];
+        for (let i = 0; i < 3 * max; i++) {
+          const client = await Client.connect(server.port);
+          await client.write(`${i}\n`);
+          clients.push(client);
+        }
+        await until(() => started.length === max, "max sessions");
+        await sleep(50);
+        assert.deepEqual(started, [0, 1, 2, 3], "exactly max are served");
+        assert.equal(server.status().num, max);
+        for (let leaving = 0; leaving < 2 * max; leaving++) {
+          clients[leaving].end();
+          await until(() => started.length === max + leaving + 1, `client ${max + leaving} to be served`);
+        }
+        assert.deepEqual(started, Array.from({ length: 3 * max }, (_, i) => i), "served in arrival order");
+        for (const client of clients.slice(2 * max)) client.end();
+        await until(() => server.status().num === 0, "all sessions to end");
+        assert.ok(peak <= max, `never more than max sessions (saw ${peak})`);
+        assert.equal(server.status().accepted, 3 * max);
+        for (const client of clients) await client.whenClosed();
+      });
+    });
+
+    test("serverChildren lists running sessions, which a caller can close", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 2, handler: echo }, async (server) => {
+        const clients = [await Client.connect(server.port), await Client.connect(server.port)];
+        const waiting = await Client.connect(server.port);
+        await until(() => server.status().num === 2, "two sessions");
+        const children = await serverChildren(server.port);
+        assert.equal(children.length, 2, "waiting connections are not children");
+        const ports = clients.map((client) => client.socket.localPort).sort();
+        assert.deepEqual(children.map((s) => s.remoteAddress.port).sort(), ports);
+        assert.ok(children.every((s) => s.remoteAddress.hostname.endsWith("127.0.0.1")));
+        assert.ok(children.every((s) => s.localAddress.port === server.port));
+        for (const session of children) session.close();
+        await Promise.all(clients.map((client) => client.whenClosed()));
+        await waiting.write("served now");
+        assert.equal(new TextDecoder().decode(await waiting.received(10)), "served now");
+        waiting.destroy();
+      });
+    });
+  });
+
+  describe(`${label}: handlers and peers that misbehave`, () => {
+    test("a handler that throws, one that rejects and one that returns at once close only their socket", TIMEOUT, async () => {
+      const reported: Array<{ error: unknown; session?: Session }> = [];
+      await withServer({
+        port: 0,
+        max: 10,
+        packet: "line",
+        onError: (error, session) => reported.push({ error, session }),
+        handler: async (session) => {
+          const command = new TextDecoder().decode((await session.recv())!);
+          if (command === "throw") throw new Error("handler threw");
+          if (command === "reject") return Promise.reject(new Error("handler rejected"));
+          if (command === "return") return;
+          await session.send(`echo ${command}`);
+          await echo(session);
+        },
+      }, async (server) => {
+        const survivor = await Client.connect(server.port);
+        await survivor.write("keep\n");
+        await survivor.received(10);
+        for (const command of ["throw", "reject", "return"]) {
+          const client = await Client.connect(server.port);
+          await client.write(`${command}\n`);
+          assert.equal((await client.whenClosed()).length, 0, `${command}: nothing is sent`);
+        }
+        await until(() => server.status().ended.crash === 2 && server.status().ended.normal === 1, "three ends");
+        assert.deepEqual(reported.map(({ error }) => (error as Error).message), ["handler threw", "handler rejected"]);
+        await survivor.write("still here\n");
+        assert.equal(new TextDecoder().decode(await survivor.received(21)), "echo keep\nstill here\n");
+        survivor.end();
+        await survivor.whenClosed();
+      });
+    });
+
+    test("a peer reset mid-session ends that session with socket_error only", TIMEOUT, async () => {
+      let failure: unknown;
+      await withServer({
+        port: 0,
+        max: 4,
+        handler: async (session) => {
+          try {
+            await echo(session);
+          } catch (error) {
+            failure = error;
+            throw error;
+          }
+        },
+      }, async (server) => {
+        const other = await Client.connect(server.port);
+        const resetting = await Client.connect(server.port);
+        await resetting.write("hello");
+        await resetting.received(5);
+        resetting.reset();
+        await until(() => server.status().ended.socket_error === 1, "the reset session to end");
+        assert.ok(failure instanceof SocketServerError);
+        assert.equal(failure.code, "socket_error");
+        assert.equal(server.status().ended.crash, 0);
+        await other.write("fine");
+        assert.equal(new TextDecoder().decode(await other.received(4)), "fine");
+        other.destroy();
+      });
+    });
+
+    test("a peer that closes ends its session with socket_closed", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 1, handler: echo }, async (server) => {
+        const client = await Client.connect(server.port);
+        await client.write("last words");
+        client.end();
+        assert.equal(new TextDecoder().decode(await client.whenClosed()), "last words");
+        await until(() => server.status().ended.socket_closed === 1, "the session to end");
+      });
+    });
+
+    test("a large transfer arrives whole and in order through backpressure", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 1, packet: 4, handler: echo }, async (server) => {
+        const client = await Client.connect(server.port);
+        const packets = [bytesOf(3 * 1024 * 1024, 7), bytesOf(100, 9), bytesOf(1024 * 1024, 11)];
+        const stream = concat(...packets.map((p) => frame(4, p)));
+        await client.write(stream);
+        const received = await client.received(stream.length, 15_000);
+        assert.equal(received.length, stream.length);
+        assert.deepEqual(received, stream);
+        client.destroy();
+      });
+    });
+  });
+
+  describe(`${label}: packet types`, () => {
+    for (const packetType of [1, 2, 4, "line"] as const) {
+      const packetSize = 200;
+      const body = (length: number, seed = 3) =>
+        packetType === "line" ? new TextEncoder().encode("x".repeat(length)) : bytesOf(length, seed);
+
+      test(`packet ${packetType}: one byte at a time, many per chunk, empty and exactly packetSize`, TIMEOUT, async () => {
+        await withServer({ port: 0, max: 1, packet: packetType, packetSize, handler: echo }, async (server) => {
+          const client = await Client.connect(server.port);
+          const single = frame(packetType, body(5));
+          await client.writeByteByByte(single);
+          assert.deepEqual(await client.received(single.length), single);
+          const many = [body(0), body(1), body(packetSize), body(17), body(0)];
+          const coalesced = concat(...many.map((p) => frame(packetType, p)));
+          await client.write(coalesced);
+          const expected = concat(single, coalesced);
+          assert.deepEqual(await client.received(expected.length), expected);
+          client.end();
+          await client.whenClosed();
+        });
+      });
+
+      test(`packet ${packetType}: one byte over packetSize ends the session with a clear error`, TIMEOUT, async () => {
+        let failure: unknown;
+        await withServer({
+          port: 0,
+          max: 2,
+          packet: packetType,
+          packetSize,
+          handler: async (session) => {
+            try {
+              await echo(session);
+            } catch (error) {
+              failure = error;
+              throw error;
+            }
+          },
+        }, async (server) => {
+          const bystander = await Client.connect(server.port);
+          const client = await Client.connect(server.port);
+          const ok = frame(packetType, body(3));
+          const tooLong = frame(packetType, body(packetSize + 1));
+          // For length-prefixed types the header alone must end the session.
+          const sent = packetType === "line" ? tooLong : tooLong.subarray(0, packetType);
+          await client.write(concat(ok, sent));
+          assert.deepEqual(await client.whenClosed(), ok, "the packet before is still answered");
+          await until(() => server.status().ended.socket_error === 1, "the session to end");
+          assert.ok(failure instanceof SocketServerError);
+          assert.equal(failure.code, "packet_too_large");
+          assert.match(failure.message, new RegExp(`${packetSize + 1} bytes.*${packetSize}`));
+          await bystander.write(ok);
+          assert.deepEqual(await bystander.received(ok.length), ok);
+          bystander.destroy();
+        });
+      });
+
+      test(`packet ${packetType}: a truncated packet at end of stream is an error`, TIMEOUT, async () => {
+        let failure: unknown;
+        await withServer({
+          port: 0,
+          max: 1,
+          packet: packetType,
+          handler: async (session) => {
+            try {
+              await echo(session);
+            } catch (error) {
+              failure = error;
+              throw error;
+            }
+          },
+        }, async (server) => {
+          const client = await Client.connect(server.port);
+          const whole = frame(packetType, body(4));
+          const partial = frame(packetType, body(10)).subarray(0, 6);
+          await client.write(concat(whole, partial));
+          client.end();
+          assert.deepEqual(await client.whenClosed(), whole);
+          await until(() => server.status().ended.socket_error === 1, "the session to end");
+          assert.ok(failure instanceof SocketServerError);
+          assert.equal(failure.code, "truncated_packet");
+        });
+      });
+    }
+
+    test("packet line: \\r\\n and \\n both end a line; send appends \\n", TIMEOUT, async () => {
+      const lines: string[] = [];
+      await withServer({
+        port: 0,
+        max: 1,
+        packet: "line",
+        handler: async (session) => {
+          for await (const line of session) {
+            lines.push(new TextDecoder().decode(line));
+            await session.send(line);
+          }
+        },
+      }, async (server) => {
+        const client = await Client.connect(server.port);
+        await client.write("crlf\r\nlf\n\r\n");
+        await client.writeByteByByte(new TextEncoder().encode("split\r\n"));
+        assert.equal(new TextDecoder().decode(await client.received(15)), "crlf\nlf\n\nsplit\n");
+        assert.deepEqual(lines, ["crlf", "lf", "", "split"]);
+        client.end();
+        await client.whenClosed();
+      });
+    });
+
+    test("packet 0: raw chunks pass through unframed", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 1, packet: 0, handler: echo }, async (server) => {
+        const client = await Client.connect(server.port);
+        const data = bytesOf(70_000);
+        await client.write(data);
+        assert.deepEqual(await client.received(data.length), data);
+        client.destroy();
+      });
+    });
+  });
+}
