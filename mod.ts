@@ -46,13 +46,16 @@ export {
 export { SocketServerError, type SocketServerErrorCode } from "./src/errors.ts";
 export type { PacketType } from "./src/framing.ts";
 export {
+  type RefusedConnection,
   type ServerOptions,
   type ServerState,
   type ServerStatus,
   type SessionHandler,
   SocketServer,
+  type StopOptions,
+  type StopResult,
 } from "./src/server.ts";
-export { Session, type SessionEndReason, type SessionOptions } from "./src/session.ts";
+export { type RecvOptions, Session, type SessionEndReason, type SessionOptions } from "./src/session.ts";
 export type {
   Connection,
   ConnectionEvents,

@@ -160,6 +160,7 @@ class NodeListener implements Listener {
   readonly localAddress: SocketAddress;
   #server: Server;
   #backlog: number;
+  #onRefused: ((remoteAddress: SocketAddress) => void) | undefined;
   #waiting: NodeConnection[] = [];
   #waitingHead = 0;
   #acceptor: { resolve: (c: NodeConnection | null) => void; reject: (e: Error) => void } | undefined;
@@ -167,10 +168,11 @@ class NodeListener implements Listener {
   #refused = 0;
   #closed: Promise<void> | undefined;
 
-  constructor(server: Server, localAddress: SocketAddress, backlog: number) {
+  constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
     this.localAddress = localAddress;
-    this.#backlog = backlog;
+    this.#backlog = options.backlog;
+    this.#onRefused = options.onRefused;
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
     server.on("error", (error: Error) => {
@@ -186,6 +188,10 @@ class NodeListener implements Listener {
 
   get refused(): number {
     return this.#refused;
+  }
+
+  get waiting(): number {
+    return this.#waiting.length - this.#waitingHead;
   }
 
   accept(): Promise<Connection | null> {
@@ -233,9 +239,10 @@ class NodeListener implements Listener {
       acceptor.resolve(connection);
       return;
     }
-    if (this.#waiting.length - this.#waitingHead >= this.#backlog) {
+    if (this.waiting >= this.#backlog) {
       this.#refused++;
       connection.close();
+      this.#onRefused?.(connection.remoteAddress);
       return;
     }
     this.#waiting.push(connection);
@@ -254,9 +261,11 @@ class NodeListener implements Listener {
 }
 
 function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port, backlog } = options;
+  const { hostname, port, backlog, writeHighWaterMark } = options;
   return new Promise((resolve, reject) => {
-    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true });
+    // highWaterMark makes socket.write() report backpressure past the
+    // session's write bound.
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, highWaterMark: writeHighWaterMark });
     const onError = (error: Error & { code?: string }) => {
       server.close();
       const code = error.code ?? "socket_error";
@@ -274,7 +283,7 @@ function listen(options: ListenOptions): Promise<Listener> {
       const bound = typeof address === "object" && address !== null
         ? { hostname: address.address, port: address.port }
         : { hostname, port };
-      resolve(new NodeListener(server, bound, backlog));
+      resolve(new NodeListener(server, bound, options));
     });
   });
 }

@@ -8,7 +8,14 @@
 import { SocketServerError } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
 import { defaultServerName, lookup, type RegisteredServer } from "./registry.ts";
-import { type ServerOptions, type ServerStatus, type SessionHandler, SocketServer } from "./server.ts";
+import {
+  type ServerOptions,
+  type ServerStatus,
+  type SessionHandler,
+  SocketServer,
+  type StopOptions,
+  type StopResult,
+} from "./server.ts";
 import type { Session, SessionOptions } from "./session.ts";
 
 /**
@@ -121,22 +128,24 @@ async function start(options: () => ServerOptions): Promise<SocketServer> {
 }
 
 /**
- * Stops a server (see `SocketServer.stop`). An unknown reference resolves
- * quietly, as the seed's `ok`, so stopping twice is safe.
+ * Stops a server (see `SocketServer.stop`): at once, or gracefully with
+ * `{ timeoutMs }`. An unknown reference resolves quietly (`{ ended: 0,
+ * closed: 0 }`), as the seed's `ok`, so stopping twice is safe.
  *
  * @param ref The server, its name, or its port.
- * @returns A promise resolved once the server is stopped and its port free.
+ * @param options `timeoutMs`: let sessions drain that long before closing them.
+ * @returns How many sessions ended by themselves and how many were closed.
  * @example Stopping by name
  * ```ts
  * import { startServer, stopServer } from "@pico/socket-server";
  * await startServer("echo", 0, 10, () => {});
- * await stopServer("echo");
+ * await stopServer("echo", { timeoutMs: 1000 });
  * await stopServer("echo"); // already gone: resolves
  * ```
  */
-export async function stopServer(ref: ServerRef): Promise<void> {
+export async function stopServer(ref: ServerRef, options?: StopOptions): Promise<StopResult> {
   const server = typeof ref === "object" && ref !== null ? ref : lookup(nameOf(ref));
-  await server?.stop();
+  return await server?.stop(options) ?? { ended: 0, closed: 0 };
 }
 
 /**
@@ -248,6 +257,6 @@ async function find(ref: ServerRef, timeoutMs: number | undefined): Promise<Regi
       clearTimeout(timer);
     }
   }
-  if (server.state !== "running") throw retryLater(ref);
+  if (server.state === "starting" || server.state === "stopped") throw retryLater(ref);
   return server;
 }

@@ -14,6 +14,8 @@
  * - `"packet_too_large"`: a packet is longer than `packetSize` allows;
  * - `"truncated_packet"`: the stream ended inside a packet;
  * - `"invalid_argument"`: a function was called with a value it cannot use;
+ * - `"invalid_state"`: the server is not in a state that allows the call;
+ * - `"shutdown"`: the server began a graceful stop (`session.signal.reason`);
  * - or the POSIX name of a failed listen, e.g. `"EADDRINUSE"`, `"EACCES"`.
  *
  * @example Telling a busy port from other failures
@@ -31,6 +33,8 @@ export type SocketServerErrorCode =
   | "packet_too_large"
   | "truncated_packet"
   | "invalid_argument"
+  | "invalid_state"
+  | "shutdown"
   | "EADDRINUSE"
   | "EACCES"
   | "EADDRNOTAVAIL"

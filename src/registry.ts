@@ -7,7 +7,7 @@
  */
 
 import { SocketServerError } from "./errors.ts";
-import type { ServerState, ServerStatus } from "./server.ts";
+import type { ServerState, ServerStatus, StopOptions, StopResult } from "./server.ts";
 import type { Session } from "./session.ts";
 import type { Transport } from "./transport.ts";
 
@@ -23,7 +23,7 @@ export interface RegisteredServer {
   readonly listening: Promise<unknown>;
   status(): ServerStatus;
   children(): Session[];
-  stop(): Promise<void>;
+  stop(options?: StopOptions): Promise<StopResult>;
 }
 
 interface Registry {

@@ -10,13 +10,14 @@ import { type PacketType, validatePacketSize, validatePacketType } from "./frami
 import { defaultServerName, getDefaultTransport, register, type RegisteredServer, unregister } from "./registry.ts";
 import {
   endReason,
+  requestShutdown,
   type ResolvedSessionOptions,
   resolveSessionOptions,
   Session,
   type SessionEndReason,
   type SessionOptions,
 } from "./session.ts";
-import type { Connection, Listener, Transport } from "./transport.ts";
+import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
 
 /**
  * The function that owns one connection's whole protocol, like the seed's
@@ -103,6 +104,74 @@ export interface ServerOptions {
    * @default {logs with console.error}
    */
   onError?: (error: unknown, session?: Session) => void;
+  /**
+   * Called when a session starts, before its handler runs. Every session has
+   * exactly one start and one end event.
+   */
+  onSessionStart?: (session: Session) => void;
+  /**
+   * Called when a session ends, with the reason and, for `"socket_error"`,
+   * `"timeout"` and `"crash"`, the error.
+   */
+  onSessionEnd?: (session: Session, reason: SessionEndReason, error?: unknown) => void;
+  /** Called for each connection refused because `backlog` were waiting. */
+  onRefused?: (info: RefusedConnection) => void;
+}
+
+/**
+ * A connection refused because the wait was full, as `onRefused` sees it.
+ *
+ * @example Logging refusals
+ * ```ts
+ * import type { RefusedConnection } from "@pico/socket-server";
+ * const onRefused = (info: RefusedConnection) =>
+ *   console.warn(`refused ${info.remoteAddress.hostname} (${info.refused} so far)`);
+ * ```
+ */
+export interface RefusedConnection {
+  /** The peer's address. */
+  remoteAddress: SocketAddress;
+  /** How many connections this server has refused so far, this one included. */
+  refused: number;
+}
+
+/**
+ * Options of a graceful stop.
+ *
+ * @example Giving sessions ten seconds to finish
+ * ```ts
+ * import { startServer, type StopOptions } from "@pico/socket-server";
+ * const server = await startServer(0, 10, () => {});
+ * const options: StopOptions = { timeoutMs: 10_000 };
+ * await server.stop(options);
+ * ```
+ */
+export interface StopOptions {
+  /**
+   * How long running sessions may take to end by themselves after
+   * `session.signal` aborts; then the rest are closed. Without it, every
+   * session is closed at once (the seed's stop).
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * How a stop went: sessions that ended by themselves while draining, and
+ * sessions that were closed.
+ *
+ * @example Reporting a drain
+ * ```ts
+ * import { startServer } from "@pico/socket-server";
+ * const server = await startServer(0, 10, () => {});
+ * const { ended, closed } = await server.stop({ timeoutMs: 1000 });
+ * console.log(`${ended} finished, ${closed} cut off`);
+ * ```
+ */
+export interface StopResult {
+  /** Sessions that ended by themselves during the drain. */
+  ended: number;
+  /** Sessions that were still running and were closed. */
+  closed: number;
 }
 
 /**
@@ -114,7 +183,7 @@ export interface ServerOptions {
  * const state: ServerState = "running";
  * ```
  */
-export type ServerState = "starting" | "running" | "stopping" | "stopped";
+export type ServerState = "starting" | "running" | "suspended" | "stopping" | "stopped";
 
 /**
  * A snapshot of a server's counters. `num` and `max` are the seed's; the
@@ -142,6 +211,11 @@ export interface ServerStatus {
   accepted: number;
   /** Connections refused because `backlog` were already waiting. */
   refused: number;
+  /**
+   * Connections waiting for a free session slot (on Deno they wait in the
+   * kernel's backlog, where they cannot be counted: always `0` there).
+   */
+  waiting: number;
   /** Sessions ended so far, by reason. */
   ended: Record<SessionEndReason, number>;
 }
@@ -159,6 +233,9 @@ interface ResolvedServerOptions {
   backlog: number;
   transport: Transport;
   onError: (error: unknown, session?: Session) => void;
+  onSessionStart: ((session: Session) => void) | undefined;
+  onSessionEnd: ((session: Session, reason: SessionEndReason, error?: unknown) => void) | undefined;
+  onRefused: ((info: RefusedConnection) => void) | undefined;
 }
 
 function invalid(what: string, value: unknown, expected: string): SocketServerError {
@@ -194,7 +271,7 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
   if (typeof hostname !== "string" || hostname === "") {
     throw invalid("hostname", hostname, "a non-empty string");
   }
-  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalid("max", max, "an integer of 1 or more");
+  checkMax(max);
   if (typeof handler !== "function") throw invalid("handler", handler, "a function");
   if (!isInteger(backlog, 1, Number.MAX_SAFE_INTEGER)) {
     throw invalid("backlog", backlog, "an integer of 1 or more");
@@ -211,11 +288,22 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
     backlog,
     transport: options.transport ?? getDefaultTransport(),
     onError: options.onError ?? reportError,
+    onSessionStart: options.onSessionStart,
+    onSessionEnd: options.onSessionEnd,
+    onRefused: options.onRefused,
   };
 }
 
-/** How long to wait before accepting again after the runtime failed to accept. */
-const ACCEPT_RETRY_MS = 100;
+function checkMax(max: unknown): asserts max is number {
+  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalid("max", max, "an integer of 1 or more");
+}
+
+/**
+ * How long to wait before accepting again after the runtime failed to
+ * accept: doubling from the first to the last while failures repeat.
+ */
+const ACCEPT_RETRY_FIRST_MS = 50;
+const ACCEPT_RETRY_LAST_MS = 1000;
 
 /**
  * A running server: its port and status, its sessions, and how to stop it.
@@ -234,9 +322,13 @@ export class SocketServer implements RegisteredServer {
   #name: string;
   #listener: Listener | undefined;
   #state: ServerState = "starting";
+  #port = 0;
+  #max: number;
   #sessions = new Set<Session>();
   #accepting = false;
+  #acceptRetryMs = 0;
   #accepted = 0;
+  #refusedBefore = 0; // refusals counted by listeners closed by suspend()
   #nextSessionId = 1;
   #ended: Record<SessionEndReason, number> = {
     normal: 0,
@@ -245,7 +337,9 @@ export class SocketServer implements RegisteredServer {
     timeout: 0,
     crash: 0,
   };
-  #stopped: Promise<void> | undefined;
+  #stopped: Promise<StopResult> | undefined;
+  #drained: (() => void) | undefined;
+  #resuming: Promise<void> | undefined;
   /** Resolves once the server listens; rejects if its listen failed. */
   readonly listening: Promise<unknown>;
 
@@ -263,6 +357,7 @@ export class SocketServer implements RegisteredServer {
    */
   constructor(options: ServerOptions) {
     this.#options = resolveOptions(options);
+    this.#max = this.#options.max;
     this.#name = this.#options.name ?? "";
     // A named server is registered before it listens, so a duplicate is
     // refused before any port is bound; a default name needs the real port.
@@ -273,14 +368,21 @@ export class SocketServer implements RegisteredServer {
     this.listening.catch(() => {});
   }
 
-  async #listen(): Promise<void> {
-    const { hostname, port, backlog, transport } = this.#options;
-    let listener: Listener;
+  /** Binds `port` on the transport; a failure becomes a clear error. */
+  async #bind(port: number): Promise<Listener> {
+    const { hostname, backlog, transport, session } = this.#options;
     try {
-      listener = await transport.listen({ hostname, port, backlog });
+      return await transport.listen({
+        hostname,
+        port,
+        backlog,
+        writeHighWaterMark: session.writeHighWaterMark,
+        onRefused: (remoteAddress) => {
+          const onRefused = this.#options.onRefused;
+          if (onRefused) this.#safely(() => onRefused({ remoteAddress, refused: this.#refused }));
+        },
+      });
     } catch (error) {
-      unregister(this);
-      this.#state = "stopped";
       const code = (error as { code?: unknown } | null)?.code;
       const message = error instanceof Error ? error.message : String(error);
       throw new SocketServerError(
@@ -289,7 +391,19 @@ export class SocketServer implements RegisteredServer {
         { cause: error },
       );
     }
+  }
+
+  async #listen(): Promise<void> {
+    let listener: Listener;
+    try {
+      listener = await this.#bind(this.#options.port);
+    } catch (error) {
+      unregister(this);
+      this.#state = "stopped";
+      throw error;
+    }
     this.#listener = listener;
+    this.#port = listener.localAddress.port;
     if (this.#options.name === undefined) {
       this.#name = defaultServerName(listener.localAddress.port);
       try {
@@ -311,7 +425,16 @@ export class SocketServer implements RegisteredServer {
 
   /** The port listened on (the real one when `0` was asked), or 0 before listening. */
   get port(): number {
-    return this.#listener?.localAddress.port ?? 0;
+    return this.#port;
+  }
+
+  /** The most sessions that may run at once (see {@linkcode SocketServer.setMax}). */
+  get max(): number {
+    return this.#max;
+  }
+
+  get #refused(): number {
+    return this.#refusedBefore + (this.#listener?.refused ?? 0);
   }
 
   /** Where the server is in its life. */
@@ -335,12 +458,13 @@ export class SocketServer implements RegisteredServer {
   status(): ServerStatus {
     return {
       num: this.#sessions.size,
-      max: this.#options.max,
+      max: this.#max,
       name: this.#name,
-      port: this.port,
+      port: this.#port,
       state: this.#state,
       accepted: this.#accepted,
-      refused: this.#listener?.refused ?? 0,
+      refused: this.#refused,
+      waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
   }
@@ -362,47 +486,179 @@ export class SocketServer implements RegisteredServer {
   }
 
   /**
-   * Stops the server: closes the listener (the port can be bound again at
-   * once), every waiting connection and every session, and removes the name.
-   * Handlers see their `recv()` resolve `null`. Calling it again returns the
-   * same promise.
+   * Changes how many sessions may run at once. Raising it starts waiting
+   * connections at once, in arrival order; lowering it ends no session: new
+   * ones wait until fewer than the new `max` run.
    *
-   * @returns A promise resolved once the port is free.
-   * @example Stopping on Ctrl-C
+   * @param max The new limit, an integer of 1 or more.
+   * @example Letting more clients in at a busy hour
    * ```ts
    * import { startServer } from "@pico/socket-server";
-   * const server = await startServer(0, 5, () => {});
+   * const server = await startServer(0, 10, () => {});
+   * server.setMax(50);
    * await server.stop();
    * ```
    */
-  stop(): Promise<void> {
-    this.#stopped ??= this.#stop();
+  setMax(max: number): void {
+    checkMax(max);
+    this.#max = max;
+    this.#acceptNext();
+  }
+
+  /**
+   * Stops listening: new connections are refused, waiting ones are closed,
+   * running sessions go on. {@linkcode SocketServer.resume} listens again on
+   * the same port. Rejects with code `"invalid_state"` unless running.
+   *
+   * @returns A promise resolved once the port is released.
+   * @example Pausing intake during maintenance
+   * ```ts
+   * import { startServer } from "@pico/socket-server";
+   * const server = await startServer(0, 10, () => {});
+   * await server.suspend();
+   * await server.resume();
+   * await server.stop();
+   * ```
+   */
+  async suspend(): Promise<void> {
+    await this.#resuming?.catch(() => {});
+    if (this.#state === "suspended") return;
+    this.#expectState("running", "suspend");
+    this.#state = "suspended";
+    const listener = this.#listener!;
+    this.#refusedBefore += listener.refused;
+    this.#listener = undefined;
+    await listener.close();
+  }
+
+  /**
+   * Listens again on the same port after {@linkcode SocketServer.suspend}.
+   * Rejects with the listen failure's code (e.g. `"EADDRINUSE"` if another
+   * process took the port; the server stays suspended), or `"invalid_state"`
+   * when not suspended.
+   *
+   * @returns A promise resolved once the server listens again.
+   * @example Resuming
+   * ```ts
+   * import { startServer } from "@pico/socket-server";
+   * const server = await startServer(0, 10, () => {});
+   * await server.suspend();
+   * await server.resume();
+   * console.log(server.status().state); // "running"
+   * await server.stop();
+   * ```
+   */
+  resume(): Promise<void> {
+    if (this.#resuming) return this.#resuming;
+    if (this.#state === "running") return Promise.resolve();
+    try {
+      this.#expectState("suspended", "resume");
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#resuming = this.#bind(this.#port).then((listener) => {
+      this.#resuming = undefined;
+      if (this.#state !== "suspended") {
+        // Stopped while binding: release the port again.
+        return listener.close();
+      }
+      this.#listener = listener;
+      this.#state = "running";
+      this.#acceptNext();
+    }, (error) => {
+      this.#resuming = undefined;
+      throw error;
+    });
+    return this.#resuming;
+  }
+
+  /**
+   * Stops the server and removes its name. New and waiting connections are
+   * refused at once and the port can be bound again as soon as this
+   * resolves. Without options every session is closed at once (the seed's
+   * stop: handlers see `recv()` resolve `null`). With `timeoutMs`, it is a
+   * graceful stop: every `session.signal` aborts, sessions get that long to
+   * end by themselves, then the rest are closed. Calling it again returns the
+   * first call's promise.
+   *
+   * @param options `timeoutMs`: how long sessions may drain.
+   * @returns How many sessions ended by themselves and how many were closed.
+   * @example Draining for five seconds on Ctrl-C
+   * ```ts
+   * import { startServer } from "@pico/socket-server";
+   * const server = await startServer(0, 5, () => {});
+   * const { ended, closed } = await server.stop({ timeoutMs: 5000 });
+   * console.log(ended, closed);
+   * ```
+   */
+  stop(options?: StopOptions): Promise<StopResult> {
+    const timeoutMs = options?.timeoutMs;
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
+      return Promise.reject(invalid("stop timeout", timeoutMs, "a number of milliseconds, 0 or more"));
+    }
+    this.#stopped ??= this.#stop(timeoutMs);
     return this.#stopped;
   }
 
-  async #stop(): Promise<void> {
+  async #stop(timeoutMs: number | undefined): Promise<StopResult> {
     try {
       await this.listening;
     } catch {
-      return; // never listened: nothing to release
+      return { ended: 0, closed: 0 }; // never listened: nothing to release
     }
     this.#state = "stopping";
-    unregister(this);
+    const listener = this.#listener;
+    this.#listener = undefined;
+    const released = listener?.close();
+    let ended = 0;
+    if (timeoutMs !== undefined && this.#sessions.size > 0) {
+      const before = this.#sessions.size;
+      const reason = new SocketServerError(`Server '${this.#name}' is shutting down`, "shutdown");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+        timer = setTimeout(resolve, timeoutMs);
+        for (const session of this.#sessions) requestShutdown(session, reason);
+      });
+      clearTimeout(timer);
+      this.#drained = undefined;
+      ended = before - this.#sessions.size;
+    }
+    const closed = this.#sessions.size;
     for (const session of this.#sessions) session.close();
-    await this.#listener?.close();
+    await released;
+    unregister(this);
     this.#state = "stopped";
+    return { ended, closed };
+  }
+
+  #expectState(state: ServerState, action: string): void {
+    if (this.#state !== state) {
+      throw new SocketServerError(
+        `Cannot ${action} server '${this.#name}': it is ${this.#state}`,
+        "invalid_state",
+      );
+    }
   }
 
   /** Takes the next connection if a session slot is free and none is being taken. */
   #acceptNext(): void {
-    if (this.#accepting || this.#state !== "running" || this.#sessions.size >= this.#options.max) return;
+    if (
+      this.#accepting || this.#acceptRetryMs < 0 || this.#state !== "running" ||
+      this.#sessions.size >= this.#max
+    ) return;
     const listener = this.#listener!;
     this.#accepting = true;
     listener.accept().then(
       (connection) => {
         this.#accepting = false;
-        if (connection === null) return;
-        if (this.#state !== "running") {
+        this.#acceptRetryMs = 0;
+        if (connection === null) {
+          // A listener closed by suspend(); resume() may have opened another.
+          this.#acceptNext();
+          return;
+        }
+        if (this.#state !== "running" || listener !== this.#listener) {
           connection.close();
           return;
         }
@@ -411,10 +667,20 @@ export class SocketServer implements RegisteredServer {
       },
       (error) => {
         // The runtime could not accept (e.g. out of file descriptors): say
-        // so, and try again shortly rather than spin.
+        // so, and try again after a pause that grows while failures repeat,
+        // rather than spin.
         this.#accepting = false;
         this.#report(error);
-        setTimeout(() => this.#acceptNext(), ACCEPT_RETRY_MS);
+        const delay = Math.min(
+          ACCEPT_RETRY_LAST_MS,
+          Math.max(ACCEPT_RETRY_FIRST_MS, -this.#acceptRetryMs * 2, this.#acceptRetryMs * 2),
+        );
+        // A negative value marks "waiting to retry" so nothing else accepts meanwhile.
+        this.#acceptRetryMs = -delay;
+        setTimeout(() => {
+          this.#acceptRetryMs = delay;
+          this.#acceptNext();
+        }, delay);
       },
     );
   }
@@ -431,6 +697,8 @@ export class SocketServer implements RegisteredServer {
     }
     this.#sessions.add(session);
     this.#accepted++;
+    const onSessionStart = this.#options.onSessionStart;
+    if (onSessionStart) this.#safely(() => onSessionStart(session));
     let result: void | Promise<void>;
     try {
       result = handler(session);
@@ -451,17 +719,28 @@ export class SocketServer implements RegisteredServer {
   #endSession(session: Session, error: unknown, failed: boolean): void {
     const reason = endReason(session, error, failed);
     session.close();
-    this.#sessions.delete(session);
+    if (!this.#sessions.delete(session)) return;
     this.#ended[reason]++;
     if (reason === "crash") this.#report(error, session);
+    const onSessionEnd = this.#options.onSessionEnd;
+    if (onSessionEnd) {
+      this.#safely(() => (failed ? onSessionEnd(session, reason, error) : onSessionEnd(session, reason)));
+    }
+    if (this.#sessions.size === 0) this.#drained?.();
     this.#acceptNext();
   }
 
   #report(error: unknown, session?: Session): void {
+    const onError = this.#options.onError;
+    this.#safely(() => onError(error, session), "onError");
+  }
+
+  /** Runs a user callback; what it throws is logged, never propagated. */
+  #safely(callback: () => void, name = "an event callback"): void {
     try {
-      this.#options.onError(error, session);
-    } catch (onErrorFailure) {
-      console.error("pico-socket-server: onError threw:", onErrorFailure);
+      callback();
+    } catch (failure) {
+      console.error(`pico-socket-server: ${name} threw:`, failure);
     }
   }
 }

@@ -77,6 +77,13 @@ export interface SessionOptions {
    * @default {262144}
    */
   readHighWaterMark?: number;
+  /**
+   * Bytes queued for the peer above which `send()` waits until they drain,
+   * so a peer that never reads holds at most this plus one packet in the
+   * server's memory.
+   * @default {65536}
+   */
+  writeHighWaterMark?: number;
 }
 
 /** The settings a session runs with, defaults applied. */
@@ -86,6 +93,7 @@ export interface ResolvedSessionOptions {
   keepAliveDelayMs: number;
   idleTimeoutMs: number;
   readHighWaterMark: number;
+  writeHighWaterMark: number;
 }
 
 /** Applies defaults to caller's session options and checks them. */
@@ -96,8 +104,11 @@ export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSes
     keepAliveDelayMs: options.keepAliveDelayMs ?? 60_000,
     idleTimeoutMs: options.idleTimeoutMs ?? 0,
     readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
+    writeHighWaterMark: options.writeHighWaterMark ?? 64 * 1024,
   };
-  for (const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark"] as const) {
+  for (
+    const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark", "writeHighWaterMark"] as const
+  ) {
     const value = resolved[key];
     if (!(typeof value === "number" && value >= 0 && Number.isFinite(value))) {
       throw new SocketServerError(
@@ -121,7 +132,40 @@ export interface SessionInit {
 type Waiter = {
   resolve: (packet: Uint8Array | null) => void;
   reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
 };
+
+/**
+ * Errors a session raised itself, with the reason a handler that lets one
+ * propagate ends with; any other error a handler throws is a crash.
+ */
+const raisedReasons = new WeakMap<object, SessionEndReason>();
+
+function raise(error: SocketServerError, reason: SessionEndReason): SocketServerError {
+  raisedReasons.set(error, reason);
+  return error;
+}
+
+/**
+ * Options of one `recv()` call.
+ *
+ * @example Waiting at most five seconds for a request
+ * ```ts
+ * import type { RecvOptions, Session } from "@pico/socket-server";
+ * const options: RecvOptions = { timeoutMs: 5000 };
+ * async function handler(session: Session): Promise<void> {
+ *   await session.recv(options);
+ * }
+ * ```
+ */
+export interface RecvOptions {
+  /**
+   * Rejects with code `"timeout"` if no packet arrives within this many
+   * milliseconds; the session stays open, so a handler may catch it and go
+   * on. Uncaught, the session ends with reason `"timeout"`.
+   */
+  timeoutMs?: number;
+}
 
 /**
  * One client connection, as the handler sees it: receive packets, send
@@ -174,6 +218,8 @@ export class Session {
   #idleTimeoutMs: number;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #lastInputAt = 0;
+  #abort: AbortController | undefined;
+  #shutdownReason: SocketServerError | undefined;
 
   /**
    * Wraps a started connection. Called by the server, not by handlers.
@@ -203,6 +249,11 @@ export class Session {
       this.#lastInputAt = Date.now();
       this.#armIdleTimer(this.#idleTimeoutMs);
     }
+    shutdownRequests.set(this, (reason) => {
+      if (this.#shutdownReason !== undefined) return;
+      this.#shutdownReason = reason;
+      if (this.#abort !== undefined) this.#abort.abort(reason);
+    });
     connection.start({
       data: (chunk) => this.#onData(chunk),
       end: () => this.#onEnd(),
@@ -220,20 +271,39 @@ export class Session {
   }
 
   /**
-   * The error that ended input (socket error, framing error or idle timeout),
-   * or `null`.
+   * Aborted when the server begins a graceful stop: the handler should finish
+   * what it is doing and return. Its `reason` is a
+   * {@linkcode SocketServerError} with code `"shutdown"`.
+   *
+   * @example Ending a session politely when the server drains
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function handler(session: Session): Promise<void> {
+   *   session.signal.addEventListener("abort", () => {
+   *     session.send("server going down\n").finally(() => session.close());
+   *   });
+   *   for await (const packet of session) await session.send(packet);
+   * }
+   * ```
    */
-  get failure(): SocketServerError | null {
-    return this.#failure;
+  get signal(): AbortSignal {
+    // Made on first use: most handlers never look at it.
+    this.#abort ??= new AbortController();
+    if (this.#shutdownReason !== undefined && !this.#abort.signal.aborted) {
+      this.#abort.abort(this.#shutdownReason);
+    }
+    return this.#abort.signal;
   }
 
   /**
    * Resolves with the next whole packet, or `null` at end of stream or once
    * the session is closed. Rejects with a {@linkcode SocketServerError} whose
    * code is `"socket_error"`, `"packet_too_large"`, `"truncated_packet"` or
-   * `"timeout"` when input failed; letting that error propagate ends the
-   * session with reason `"socket_error"` (or `"timeout"`).
+   * `"timeout"` when input failed (or `options.timeoutMs` passed); letting
+   * that error propagate ends the session with reason `"socket_error"` (or
+   * `"timeout"`). One `recv()` may be pending at a time.
    *
+   * @param options `timeoutMs`: how long to wait for the packet.
    * @returns The packet's bytes (header or line terminator removed), or `null`.
    * @example Reading one request
    * ```ts
@@ -244,7 +314,7 @@ export class Session {
    * }
    * ```
    */
-  recv(): Promise<Uint8Array | null> {
+  recv(options?: RecvOptions): Promise<Uint8Array | null> {
     if (this.#queueHead < this.#queue.length) return Promise.resolve(this.#take());
     if (this.#inputDone || this.#closed) {
       return this.#failure ? Promise.reject(this.#failure) : Promise.resolve(null);
@@ -257,8 +327,28 @@ export class Session {
         ),
       );
     }
+    const timeoutMs = options?.timeoutMs;
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
+      return Promise.reject(
+        new SocketServerError(
+          `Invalid recv timeout ${JSON.stringify(timeoutMs)}: expected a number of milliseconds, 0 or more`,
+          "invalid_argument",
+        ),
+      );
+    }
     return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
+      const waiter: Waiter = { resolve, reject, timer: undefined };
+      if (timeoutMs !== undefined) {
+        waiter.timer = setTimeout(() => {
+          if (this.#waiter !== waiter) return;
+          this.#waiter = null;
+          reject(raise(
+            new SocketServerError(`Session ${this.id} received no packet within ${timeoutMs} ms`, "timeout"),
+            "timeout",
+          ));
+        }, timeoutMs);
+      }
+      this.#waiter = waiter;
     });
   }
 
@@ -367,6 +457,7 @@ export class Session {
     const waiter = this.#waiter;
     if (waiter !== null) {
       this.#waiter = null;
+      if (waiter.timer !== undefined) clearTimeout(waiter.timer);
       waiter.resolve(packet);
       return;
     }
@@ -385,7 +476,7 @@ export class Session {
     try {
       this.#decoder.push(chunk);
     } catch (error) {
-      this.#endInput(error as SocketServerError);
+      this.#endInput(raise(error as SocketServerError, "socket_error"));
     }
   }
 
@@ -394,7 +485,7 @@ export class Session {
     try {
       this.#decoder.finish();
     } catch (error) {
-      this.#endInput(error as SocketServerError);
+      this.#endInput(raise(error as SocketServerError, "socket_error"));
       return;
     }
     this.#inputDone = true;
@@ -407,7 +498,7 @@ export class Session {
   #onError(error: Error): void {
     if (this.#inputDone) return;
     const code = (error as { code?: unknown }).code;
-    this.#fail(
+    this.#fail(raise(
       new SocketServerError(
         `Connection from ${this.remoteAddress.hostname}:${this.remoteAddress.port} failed: ${
           typeof code === "string" ? code : error.message
@@ -415,7 +506,8 @@ export class Session {
         "socket_error",
         { cause: error },
       ),
-    );
+      "socket_error",
+    ));
   }
 
   /**
@@ -445,6 +537,7 @@ export class Session {
     const waiter = this.#waiter;
     if (waiter === null) return;
     this.#waiter = null;
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
     if (this.#failure) waiter.reject(this.#failure);
     else waiter.resolve(null);
   }
@@ -458,12 +551,10 @@ export class Session {
         this.#armIdleTimer(this.#idleTimeoutMs - idleFor);
         return;
       }
-      this.#fail(
-        new SocketServerError(
-          `Session ${this.id} received nothing for ${this.#idleTimeoutMs} ms`,
-          "timeout",
-        ),
-      );
+      this.#fail(raise(
+        new SocketServerError(`Session ${this.id} received nothing for ${this.#idleTimeoutMs} ms`, "timeout"),
+        "timeout",
+      ));
     }, delayMs);
   }
 
@@ -475,15 +566,22 @@ export class Session {
   }
 }
 
+const shutdownRequests = new WeakMap<Session, (reason: SocketServerError) => void>();
+
+/** Aborts `session.signal`: the server has begun a graceful stop. */
+export function requestShutdown(session: Session, reason: SocketServerError): void {
+  shutdownRequests.get(session)?.(reason);
+}
+
 /**
  * The reason a session ended, given whether its handler failed and with what.
- * Errors the session itself produced (socket, framing, timeout) map to their
+ * Errors a session raised itself (socket, framing, timeouts) map to their
  * reason; any other error is a crash.
  */
 export function endReason(session: Session, handlerError: unknown, failed: boolean): SessionEndReason {
   if (!failed) return session.closed ? "socket_closed" : "normal";
-  if (handlerError !== null && handlerError === session.failure) {
-    return session.failure.code === "timeout" ? "timeout" : "socket_error";
-  }
-  return "crash";
+  const raised = typeof handlerError === "object" && handlerError !== null
+    ? raisedReasons.get(handlerError)
+    : undefined;
+  return raised ?? "crash";
 }

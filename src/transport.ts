@@ -49,7 +49,12 @@ export interface SocketAddress {
  * @example Options as the core passes them
  * ```ts
  * import type { ListenOptions } from "@pico/socket-server";
- * const options: ListenOptions = { hostname: "127.0.0.1", port: 0, backlog: 4096 };
+ * const options: ListenOptions = {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   backlog: 4096,
+ *   writeHighWaterMark: 65536,
+ * };
  * ```
  */
 export interface ListenOptions {
@@ -59,6 +64,16 @@ export interface ListenOptions {
   port: number;
   /** How many connections may wait un-served before new ones are refused. */
   backlog: number;
+  /**
+   * Bytes a connection may queue for its peer before `write()` reports
+   * backpressure.
+   */
+  writeHighWaterMark: number;
+  /**
+   * Called for each connection refused because `backlog` were already
+   * waiting, with the peer's address.
+   */
+  onRefused?: (remoteAddress: SocketAddress) => void;
 }
 
 /**
@@ -147,6 +162,11 @@ export interface Listener {
    * waiting (always `0` where the kernel's backlog does the waiting).
    */
   readonly refused: number;
+  /**
+   * How many connections wait to be accepted (always `0` where the kernel's
+   * backlog does the waiting and cannot be counted).
+   */
+  readonly waiting: number;
   /**
    * Resolves with the next connection in arrival order, or `null` once the
    * listener is closed. The core calls it only when it can start a session,

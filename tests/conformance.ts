@@ -6,19 +6,19 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  serverChildren,
-  serverPort,
-  serverStatus,
-  startServer,
-  stopServer,
-} from "../src/api.ts";
-import { SocketServerError } from "../src/errors.ts";
+import * as sourceApi from "../mod.ts";
+import type { ServerOptions, Session, SessionHandler, SocketServer, Transport } from "../mod.ts";
 import { encodePacket, type PacketType } from "../src/framing.ts";
-import type { ServerOptions, SessionHandler, SocketServer } from "../src/server.ts";
-import type { Session } from "../src/session.ts";
-import type { Transport } from "../src/transport.ts";
 import { canBind, Client, occupyPort, sleep, until } from "./support/client.ts";
+
+/**
+ * The functions under test: the sources' by default, or the same names from
+ * another build of the package (e.g. the npm build).
+ */
+export type Api = Pick<
+  typeof sourceApi,
+  "startServer" | "stopServer" | "serverPort" | "serverStatus" | "serverChildren" | "SocketServerError"
+>;
 
 const HOST = "127.0.0.1";
 const TIMEOUT = { timeout: 20_000 };
@@ -27,16 +27,6 @@ const echo: SessionHandler = async (session) => {
   for await (const packet of session) await session.send(packet);
 };
 
-async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<SocketServerError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof SocketServerError, `expected a SocketServerError, got ${error}`);
-    assert.equal(error.code, code, error.message);
-    return error;
-  }
-  assert.fail(`expected a rejection with code ${code}`);
-}
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -59,8 +49,21 @@ function bytesOf(length: number, seed = 1): Uint8Array {
 }
 
 /** Runs the whole suite against `transport`, labelled with `label`. */
-export function conformance(label: string, transport: Transport): void {
+export function conformance(label: string, transport: Transport, api: Api = sourceApi): void {
+  const { serverChildren, serverPort, serverStatus, startServer, stopServer, SocketServerError } = api;
   let serial = 0;
+
+  async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<Error> {
+    try {
+      await promise;
+    } catch (error) {
+      assert.ok(error instanceof SocketServerError, `expected a SocketServerError, got ${error}`);
+      assert.equal(error.code, code, error.message);
+      return error;
+    }
+    assert.fail(`expected a rejection with code ${code}`);
+  }
+
   const uniqueName = (what: string) => `conformance-${label}-${what}-${++serial}`;
 
   /** Starts a server on loopback with this suite's transport. */

@@ -243,7 +243,7 @@ describe("the session limit", () => {
       await settle();
       assert.deepEqual(started, [0, 1, 2, 3]);
       assert.equal(server.status().num, max);
-      assert.equal(transport.listeners.get(server.port)!.waiting.length, 2 * max);
+      assert.equal(transport.listeners.get(server.port)!.waiting, 2 * max);
       let peak = 0;
       for (let served = max; served < 3 * max; served++) {
         releases.get(served - max)!();

@@ -200,15 +200,22 @@ export class MemoryListener implements Listener {
   readonly transport: MemoryTransport;
   readonly backlog: number;
   refused = 0;
-  waiting: MemoryPeer[] = [];
+  queue: MemoryPeer[] = [];
   closed = false;
   acceptCalls = 0;
   #acceptor: ((connection: Connection | null) => void) | undefined;
 
-  constructor(transport: MemoryTransport, port: number, hostname: string, backlog: number) {
+  readonly options: ListenOptions;
+
+  constructor(transport: MemoryTransport, port: number, options: ListenOptions) {
     this.transport = transport;
-    this.localAddress = { hostname, port };
-    this.backlog = backlog;
+    this.localAddress = { hostname: options.hostname, port };
+    this.backlog = options.backlog;
+    this.options = options;
+  }
+
+  get waiting(): number {
+    return this.queue.length;
   }
 
   accept(): Promise<Connection | null> {
@@ -220,7 +227,7 @@ export class MemoryListener implements Listener {
       error.code = "EMFILE";
       return Promise.reject(error);
     }
-    const peer = this.waiting.shift();
+    const peer = this.queue.shift();
     if (peer) return Promise.resolve(peer.connection);
     return new Promise((resolve) => (this.#acceptor = resolve));
   }
@@ -229,7 +236,7 @@ export class MemoryListener implements Listener {
     if (!this.closed) {
       this.closed = true;
       this.transport.listeners.delete(this.localAddress.port);
-      for (const peer of this.waiting.splice(0)) peer.connection.close();
+      for (const peer of this.queue.splice(0)) peer.connection.close();
       const acceptor = this.#acceptor;
       this.#acceptor = undefined;
       acceptor?.(null);
@@ -243,12 +250,13 @@ export class MemoryListener implements Listener {
     if (acceptor) {
       this.#acceptor = undefined;
       acceptor(peer.connection);
-    } else if (this.waiting.length >= this.backlog) {
+    } else if (this.waiting >= this.backlog) {
       this.refused++;
       peer.refused = true;
       peer.connection.close();
+      this.options.onRefused?.(peer.connection.remoteAddress);
     } else {
-      this.waiting.push(peer);
+      this.queue.push(peer);
     }
   }
 }
@@ -274,7 +282,7 @@ export class MemoryTransport implements Transport {
       error.code = "EADDRINUSE";
       return Promise.reject(error);
     }
-    const listener = new MemoryListener(this, port, options.hostname, options.backlog);
+    const listener = new MemoryListener(this, port, options);
     this.listeners.set(port, listener);
     return Promise.resolve(listener);
   }

@@ -1,0 +1,119 @@
+// Runs every suite on every runtime (`npm test`): type checks, the core unit
+// tests and the conformance suite, each against its own runtime's adapter,
+// and the Node adapter under all three runtimes. Prints each runner's output
+// and ends with one line `N passed, N failed`; exits non-zero on any failure.
+//
+// Runs on Node (the LTS from devDependencies); the runtimes are the ones
+// `npm ci` installed into node_modules/.bin.
+
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const bin = (name: string) => `${root}node_modules/.bin/${name}`;
+
+const unitTests = ["tests/core.test.ts", "tests/framing.test.ts"];
+const nodeAdapter = "tests/node_adapter.test.ts";
+
+interface Step {
+  label: string;
+  command: string;
+  args: string[];
+  /** Reads passed/failed counts from the runner's output. */
+  count?: (output: string) => { passed: number; failed: number };
+}
+
+function lastNumber(output: string, pattern: RegExp): number {
+  const matches = [...output.matchAll(pattern)];
+  return matches.length === 0 ? 0 : Number(matches[matches.length - 1][1]);
+}
+
+// deno test prints `ok | 4 passed (24 steps) | 0 failed`; the steps are the
+// node:test tests inside each describe().
+function countDeno(output: string): { passed: number; failed: number } {
+  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  const summary = plain.match(/(?:ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed(?: \((\d+) steps?\))?/);
+  if (!summary) return { passed: 0, failed: 1 };
+  return {
+    passed: Number(summary[2] ?? summary[1]),
+    failed: Number(summary[4] ?? summary[3]),
+  };
+}
+
+const steps: Step[] = [
+  {
+    label: "type check (tsc, isolatedDeclarations)",
+    command: bin("tsc"),
+    args: ["-p", "tsconfig.json"],
+  },
+  {
+    label: "type check (deno check)",
+    command: bin("deno"),
+    args: ["check", "mod.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
+  },
+  {
+    label: "node: unit tests and the node adapter",
+    command: bin("node"),
+    args: ["--test", "--test-reporter=spec", ...unitTests, nodeAdapter],
+    count: (output) => ({
+      passed: lastNumber(output, /ℹ pass (\d+)/g),
+      failed: lastNumber(output, /ℹ fail (\d+)/g),
+    }),
+  },
+  {
+    label: "deno: unit tests, the deno adapter and the node adapter",
+    command: bin("deno"),
+    args: ["test", "-A", ...unitTests, "tests/deno_adapter.test.ts", nodeAdapter],
+    count: countDeno,
+  },
+  {
+    label: "bun: unit tests, the bun adapter and the node adapter",
+    command: bin("bun"),
+    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", nodeAdapter].map((file) => `./${file}`)],
+    count: (output) => ({
+      passed: lastNumber(output, /^\s*(\d+) pass$/gm),
+      failed: lastNumber(output, /^\s*(\d+) fail$/gm),
+    }),
+  },
+];
+
+function run(step: Step): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(step.command, step.args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    const collect = (chunk: Buffer, stream: NodeJS.WriteStream) => {
+      output += chunk.toString();
+      stream.write(chunk);
+    };
+    child.stdout.on("data", (chunk: Buffer) => collect(chunk, process.stdout));
+    child.stderr.on("data", (chunk: Buffer) => collect(chunk, process.stderr));
+    child.on("error", (error) => {
+      output += String(error);
+      resolve({ code: 127, output });
+    });
+    child.on("close", (code) => resolve({ code: code ?? 1, output }));
+  });
+}
+
+let passed = 0;
+let failed = 0;
+const failedSteps: string[] = [];
+for (const step of steps) {
+  console.log(`\n=== ${step.label}`);
+  const started = Date.now();
+  const { code, output } = await run(step);
+  const counts = step.count?.(output);
+  if (counts) {
+    passed += counts.passed;
+    failed += counts.failed;
+  }
+  if (code !== 0) {
+    failedSteps.push(step.label);
+    if (!counts || counts.failed === 0) failed++;
+  }
+  console.log(`=== ${step.label}: ${code === 0 ? "ok" : `FAILED (exit ${code})`} in ${Date.now() - started} ms`);
+}
+
+if (failedSteps.length > 0) console.log(`\nFailed: ${failedSteps.join("; ")}`);
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exitCode = failedSteps.length > 0 ? 1 : 0;
