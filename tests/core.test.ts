@@ -681,3 +681,191 @@ describe("children and stop", () => {
     await again.stop();
   });
 });
+
+describe("running a server in production", () => {
+  test("stop({ timeoutMs }) lets sessions that heed the signal end by themselves", async () => {
+    const transport = new MemoryTransport();
+    let reason: unknown;
+    const server = await startServer({
+      port: 0,
+      max: 3,
+      transport,
+      handler: async (session) => {
+        await new Promise<void>((resolve) => session.signal.addEventListener("abort", () => resolve()));
+        reason = session.signal.reason;
+        await session.send("bye");
+      },
+    });
+    const peers = [0, 1, 2, 3].map(() => transport.connect(server.port));
+    await until(() => server.status().num === 3, "three sessions");
+    const result = await server.stop({ timeoutMs: 1000 });
+    assert.deepEqual(result, { ended: 3, closed: 0 });
+    assert.equal((reason as SocketServerError).code, "shutdown");
+    assert.deepEqual(peers.map((peer) => peer.text()), ["bye", "bye", "bye", ""], "the waiting one is closed unserved");
+    assert.ok(peers.every((peer) => peer.closed));
+    await rejectsWithCode(serverStatus(server), "retrylater");
+  });
+
+  test("stop({ timeoutMs }) closes sessions that do not end in time", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 2, transport, handler: echo });
+    const peers = [0, 1].map(() => transport.connect(server.port));
+    await until(() => server.status().num === 2, "two sessions");
+    let status: string | undefined;
+    const stopping = server.stop({ timeoutMs: 40 });
+    status = (await serverStatus(server)).state;
+    assert.equal(status, "stopping");
+    assert.deepEqual(await stopping, { ended: 0, closed: 2 });
+    assert.ok(peers.every((peer) => peer.closed));
+    assert.deepEqual(await server.stop(), { ended: 0, closed: 2 }, "a second stop returns the first result");
+  });
+
+  test("suspend() refuses new connections while sessions go on; resume() serves again on the same port", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({ port: 0, max: 5, transport, handler: echo });
+    try {
+      const port = server.port;
+      const early = transport.connect(port);
+      await until(() => server.status().num === 1, "one session");
+      await server.suspend();
+      assert.equal((await serverStatus(port)).state, "suspended");
+      assert.throws(() => transport.connect(port), /Connection refused/);
+      early.write("still");
+      await early.whenReceived(5);
+      await server.resume();
+      assert.equal(server.status().state, "running");
+      assert.equal(server.port, port);
+      const late = transport.connect(port);
+      late.write("again");
+      await late.whenReceived(5);
+      assert.equal(server.status().num, 2);
+      await server.resume(); // resuming a running server changes nothing
+      assert.equal(server.status().num, 2);
+    } finally {
+      await server.stop();
+    }
+    await rejectsWithCode(server.suspend(), "invalid_state");
+  });
+
+  test("setMax() up starts waiting connections in order; down ends no session", async () => {
+    const transport = new MemoryTransport();
+    const order: number[] = [];
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      handler: async (session) => {
+        order.push(session.remoteAddress.port);
+        await session.recv();
+      },
+    });
+    try {
+      const peers = Array.from({ length: 6 }, () => transport.connect(server.port));
+      await until(() => server.status().num === 1, "one session");
+      assert.equal(server.status().waiting, 5);
+      server.setMax(4);
+      await until(() => server.status().num === 4, "four sessions");
+      assert.deepEqual(order, peers.slice(0, 4).map((peer) => peer.connection.remoteAddress.port));
+      server.setMax(2);
+      assert.equal(server.status().num, 4, "lowering max ends nothing");
+      peers[0].end();
+      peers[1].end();
+      await until(() => server.status().num === 2, "two sessions left");
+      await settle();
+      assert.equal(server.status().num, 2, "no new session while at the new max");
+      peers[2].end();
+      await until(() => order.length === 5, "a slot to free up");
+      assert.equal(server.status().num, 2);
+      assert.throws(() => server.setMax(0), /Invalid max 0/);
+      // Many setMax calls while clients connect never exceed the last max.
+      for (let i = 0; i < 50; i++) {
+        server.setMax(1 + (i % 3));
+        transport.connect(server.port);
+      }
+      server.setMax(3);
+      await settle();
+      assert.ok(server.status().num <= 4);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("recv({ timeoutMs }) rejects with timeout; caught it lets the session go on, uncaught it ends it", async () => {
+    const transport = new MemoryTransport();
+    const server = await startServer({
+      port: 0,
+      max: 2,
+      transport,
+      packet: "line",
+      handler: async (session) => {
+        try {
+          await session.recv({ timeoutMs: 20 });
+        } catch (error) {
+          await session.send(`caught ${(error as SocketServerError).code}`);
+        }
+        const line = await session.recv({ timeoutMs: 20 });
+        await session.send(`got ${new TextDecoder().decode(line!)}`);
+      },
+    });
+    try {
+      const quick = transport.connect(server.port);
+      await until(() => quick.text() === "caught timeout\n", "the first timeout");
+      quick.write("late\n");
+      await quick.whenClosed();
+      assert.equal(quick.text(), "caught timeout\ngot late\n");
+      const silent = transport.connect(server.port);
+      await silent.whenClosed();
+      await until(() => server.status().ended.timeout === 1, "the timeout end");
+      assert.equal(server.status().ended.crash, 0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("every session has exactly one start and one end event, whatever happens", async () => {
+    const transport = new MemoryTransport();
+    const starts = new Map<number, number>();
+    const ends = new Map<number, string[]>();
+    const refusals: number[] = [];
+    const server = await startServer({
+      port: 0,
+      max: 3,
+      backlog: 5,
+      transport,
+      onError: () => {},
+      onSessionStart: (session) => starts.set(session.id, (starts.get(session.id) ?? 0) + 1),
+      onSessionEnd: (session, reason) => ends.set(session.id, [...(ends.get(session.id) ?? []), reason]),
+      onRefused: (info) => refusals.push(info.refused),
+      handler: async (session) => {
+        const command = new TextDecoder().decode((await session.recv())!);
+        if (command === "crash") throw new Error("crash");
+        if (command === "wait") await session.recv();
+      },
+    });
+    const commands = ["crash", "ok", "wait", "reset", "close"];
+    const peers = [];
+    for (let i = 0; i < 40; i++) {
+      const peer = transport.connect(server.port);
+      peers.push(peer);
+      if (peer.refused) continue;
+      const command = commands[i % commands.length];
+      if (command === "reset") peer.reset();
+      else if (command === "close") peer.end();
+      else peer.write(command);
+      if (command === "wait" && i % 2 === 0) peer.end();
+    }
+    for (const peer of peers) if (!peer.refused && !peer.closed) peer.end();
+    await until(() => server.status().num === 0 && server.status().waiting === 0, "all sessions to end");
+    const refused = peers.filter((peer) => peer.refused).length;
+    assert.equal(server.status().accepted + refused, 40);
+    assert.equal(refusals.length, refused);
+    assert.deepEqual(refusals, Array.from({ length: refused }, (_, i) => i + 1));
+    assert.equal(starts.size, server.status().accepted);
+    assert.ok([...starts.values()].every((count) => count === 1));
+    assert.equal(ends.size, starts.size);
+    assert.ok([...ends.values()].every((reasons) => reasons.length === 1));
+    const ended = server.status().ended;
+    assert.equal(Object.values(ended).reduce((a, b) => a + b, 0), starts.size);
+    await server.stop();
+  });
+});
