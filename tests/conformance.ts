@@ -412,4 +412,250 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
   });
+
+  describe(`${label}: running a server in production`, () => {
+    test("a graceful stop lets sessions that finish in time end by themselves", TIMEOUT, async () => {
+      const server = await start({
+        port: 0,
+        max: 4,
+        packet: "line",
+        handler: async (session) => {
+          const aborted = new Promise<void>((resolve) => session.signal.addEventListener("abort", () => resolve()));
+          const next = session.recv();
+          await Promise.race([aborted, next]);
+          await session.send("goodbye");
+        },
+      });
+      const clients: Client[] = [];
+      for (let i = 0; i < 3; i++) clients.push(await Client.connect(server.port));
+      await until(() => server.status().num === 3, "three sessions");
+      const result = await server.stop({ timeoutMs: 5000 });
+      assert.deepEqual(result, { ended: 3, closed: 0 });
+      for (const client of clients) assert.equal(new TextDecoder().decode(await client.whenClosed()), "goodbye\n");
+      assert.ok(await canBind(server.port), "the port is free after the drain");
+    });
+
+    test("a graceful stop closes sessions that do not finish in time", TIMEOUT, async () => {
+      const server = await start({ port: 0, max: 4, handler: echo });
+      const clients = [await Client.connect(server.port), await Client.connect(server.port)];
+      await until(() => server.status().num === 2, "two sessions");
+      const started = Date.now();
+      const result = await stopServer(server, { timeoutMs: 100 });
+      assert.deepEqual(result, { ended: 0, closed: 2 });
+      assert.ok(Date.now() - started >= 90, "the drain waited for its timeout");
+      await Promise.all(clients.map((client) => client.whenClosed()));
+    });
+
+    test("suspend refuses new connections while sessions go on; resume serves on the same port", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 4, handler: echo }, async (server) => {
+        const port = server.port;
+        const alive = await Client.connect(port);
+        await until(() => server.status().num === 1, "one session");
+        await server.suspend();
+        assert.equal(server.status().state, "suspended");
+        await assert.rejects(Client.connect(port), (error: { code?: string }) => error.code === "ECONNREFUSED");
+        await alive.write("during");
+        assert.equal(new TextDecoder().decode(await alive.received(6)), "during");
+        await server.resume();
+        assert.equal(server.status().state, "running");
+        const later = await Client.connect(port);
+        await later.write("after");
+        assert.equal(new TextDecoder().decode(await later.received(5)), "after");
+        await alive.write("!");
+        assert.equal(new TextDecoder().decode(await alive.received(7)), "during!");
+        alive.destroy();
+        later.destroy();
+      });
+    });
+
+    test("setMax up starts waiting clients in order; down ends no session", TIMEOUT, async () => {
+      const served: number[] = [];
+      await withServer({
+        port: 0,
+        max: 1,
+        packet: "line",
+        handler: async (session) => {
+          const first = await session.recv();
+          if (first === null) return;
+          served.push(Number(new TextDecoder().decode(first)));
+          while ((await session.recv()) !== null);
+        },
+      }, async (server) => {
+        const clients: Client[] = [];
+        for (let i = 0; i < 6; i++) {
+          const client = await Client.connect(server.port);
+          await client.write(`${i}\n`);
+          clients.push(client);
+        }
+        await until(() => served.length === 1, "one session");
+        server.setMax(4);
+        await until(() => served.length === 4, "four sessions");
+        assert.deepEqual(served, [0, 1, 2, 3]);
+        server.setMax(2);
+        await sleep(30);
+        assert.equal(server.status().num, 4, "lowering max ends nothing");
+        clients[0].end();
+        clients[1].end();
+        clients[2].end();
+        await until(() => server.status().num === 2 && served.length === 5, "one more served at the new max");
+        await sleep(30);
+        assert.equal(served.length, 5, "no more than the new max run");
+        // Concurrent changes while clients connect never break the limit.
+        const more: Promise<Client>[] = [];
+        for (let i = 0; i < 20; i++) {
+          server.setMax(1 + (i % 4));
+          more.push(Client.connect(server.port));
+        }
+        server.setMax(3);
+        const extra = await Promise.all(more);
+        await until(() => server.status().num === 3, "three sessions at the final max");
+        for (const client of [...clients, ...extra]) client.destroy();
+        await until(() => server.status().num === 0, "all to leave");
+      });
+    });
+
+    test("the idle timeout fires on silence only", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 2, handler: echo, session: { idleTimeoutMs: 150 } }, async (server) => {
+        const chatty = await Client.connect(server.port);
+        const silent = await Client.connect(server.port);
+        for (let i = 0; i < 8; i++) {
+          await chatty.write("x");
+          await sleep(50);
+        }
+        assert.equal(chatty.closed, false, "input keeps a session alive past the timeout");
+        await silent.whenClosed();
+        await until(() => server.status().ended.timeout === 1, "the silent session to time out");
+        await chatty.whenClosed();
+        assert.equal(server.status().ended.timeout, 2);
+      });
+    });
+
+    test("a peer that never reads cannot grow the server's memory", TIMEOUT, async () => {
+      let sent = 0;
+      let session: Session | undefined;
+      const packet = new Uint8Array(64 * 1024);
+      await withServer({
+        port: 0,
+        max: 1,
+        session: { writeHighWaterMark: 128 * 1024 },
+        handler: async (s) => {
+          session = s;
+          while (!s.closed) {
+            await s.send(packet);
+            sent += packet.length;
+          }
+        },
+      }, async (server) => {
+        const client = await Client.connect(server.port);
+        client.socket.pause();
+        // Wait until sending stalls: kernel buffers full, then the bound.
+        let last = -1;
+        while (sent !== last) {
+          last = sent;
+          await sleep(200);
+        }
+        const stalledAt = sent;
+        await sleep(300);
+        assert.equal(sent, stalledAt, "send() waits instead of queueing more");
+        // Bounded by the kernel's socket buffers plus the write bound and one
+        // packet; far below what an unbounded queue would reach.
+        assert.ok(stalledAt < 64 * 1024 * 1024, `stalled after ${stalledAt} bytes`);
+        assert.ok(session!.bytesOut - stalledAt <= packet.length * 2);
+        client.destroy();
+      });
+    });
+
+    test("start and end events match connections under churn", TIMEOUT, async () => {
+      let starts = 0;
+      let ends = 0;
+      const server = await start({
+        port: 0,
+        max: 5,
+        onError: () => {},
+        onSessionStart: () => starts++,
+        onSessionEnd: () => ends++,
+        handler: async (session) => {
+          for (;;) {
+            const packet = await session.recv();
+            if (packet === null) return;
+            if (packet[0] === 1) throw new Error("crash");
+            await session.send(packet);
+            if (packet[0] === 2) return;
+          }
+        },
+      });
+      const rounds = 60;
+      await Promise.all(Array.from({ length: rounds }, async (_, i) => {
+        const client = await Client.connect(server.port);
+        if (i % 4 === 0) {
+          // Reset once served: a connection reset while it still waits in
+          // the kernel's backlog never reaches the server at all (Deno).
+          await client.write(new Uint8Array([3]));
+          await client.received(1);
+          client.reset();
+        } else if (i % 4 === 1) client.end();
+        else {
+          await client.write(new Uint8Array([i % 4 === 2 ? 1 : 2]));
+          await client.whenClosed();
+        }
+      }));
+      await until(() => ends === rounds, `${rounds} end events (saw ${ends})`);
+      assert.equal(starts, rounds);
+      assert.equal(server.status().accepted, rounds);
+      const ended = Object.values(server.status().ended).reduce((a, b) => a + b, 0);
+      assert.equal(ended, rounds);
+      await server.stop();
+    });
+
+    test("failed accepts are reported and retried without a busy loop", TIMEOUT, async () => {
+      let failuresLeft = 3;
+      let accepts = 0;
+      const flaky: Transport = {
+        name: `${transport.name} with failing accepts`,
+        async listen(options) {
+          const listener = await transport.listen(options);
+          return {
+            get localAddress() {
+              return listener.localAddress;
+            },
+            get refused() {
+              return listener.refused;
+            },
+            get waiting() {
+              return listener.waiting;
+            },
+            accept() {
+              accepts++;
+              if (failuresLeft > 0) {
+                failuresLeft--;
+                return Promise.reject(Object.assign(new Error("Too many open files"), { code: "EMFILE" }));
+              }
+              return listener.accept();
+            },
+            close: () => listener.close(),
+          };
+        },
+      };
+      const reported: unknown[] = [];
+      const server = await startServer({
+        hostname: HOST,
+        port: 0,
+        max: 2,
+        transport: flaky,
+        handler: echo,
+        onError: (error) => reported.push(error),
+      });
+      try {
+        const client = await Client.connect(server.port);
+        await client.write("served");
+        assert.equal(new TextDecoder().decode(await client.received(6)), "served");
+        assert.equal(reported.length, 3);
+        assert.equal((reported[0] as { code?: string }).code, "EMFILE");
+        assert.ok(accepts <= 6, `accept was retried ${accepts} times`);
+        client.destroy();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
 }

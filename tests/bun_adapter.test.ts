@@ -1,0 +1,11 @@
+// The conformance suite against the Bun adapter (`Bun.listen`); it runs
+// under `bun test` only.
+import { describe } from "node:test";
+import { bunTransport } from "../adapters/bun.ts";
+import { conformance } from "./conformance.ts";
+
+if ("Bun" in globalThis) {
+  conformance("bun adapter", bunTransport);
+} else {
+  describe.skip("bun adapter (needs Bun)", () => {});
+}
