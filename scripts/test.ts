@@ -12,8 +12,10 @@ import { fileURLToPath } from "node:url";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => `${root}node_modules/.bin/${name}`;
 
-const unitTests = ["tests/core.test.ts", "tests/framing.test.ts"];
-const nodeAdapter = "tests/node_adapter.test.ts";
+const unitTests = ["tests/core.test.ts"];
+// On every runtime: the Node adapter (all three ship node:net) and the demo
+// on the runtime's default adapter.
+const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
 
 interface Step {
   label: string;
@@ -54,7 +56,7 @@ const steps: Step[] = [
   {
     label: "node: unit tests and the node adapter",
     command: bin("node"),
-    args: ["--test", "--test-reporter=spec", ...unitTests, nodeAdapter],
+    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere],
     count: (output) => ({
       passed: lastNumber(output, /ℹ pass (\d+)/g),
       failed: lastNumber(output, /ℹ fail (\d+)/g),
@@ -63,13 +65,13 @@ const steps: Step[] = [
   {
     label: "deno: unit tests, the deno adapter and the node adapter",
     command: bin("deno"),
-    args: ["test", "-A", ...unitTests, "tests/deno_adapter.test.ts", nodeAdapter],
+    args: ["test", "-A", ...unitTests, "tests/deno_adapter.test.ts", ...everywhere],
     count: countDeno,
   },
   {
     label: "bun: unit tests, the bun adapter and the node adapter",
     command: bin("bun"),
-    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", nodeAdapter].map((file) => `./${file}`)],
+    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", ...everywhere].map((file) => `./${file}`)],
     count: (output) => ({
       passed: lastNumber(output, /^\s*(\d+) pass$/gm),
       failed: lastNumber(output, /^\s*(\d+) fail$/gm),
