@@ -45,6 +45,7 @@ export {
 } from "./src/api.ts";
 export { SocketServerError, type SocketServerErrorCode } from "./src/errors.ts";
 export type { PacketType } from "./src/framing.ts";
+export type { RegisteredServer } from "./src/registry.ts";
 export {
   type RefusedConnection,
   type ServerOptions,

@@ -7,6 +7,7 @@
 // `npm ci` installed into node_modules/.bin.
 
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -21,6 +22,8 @@ interface Step {
   label: string;
   command: string;
   args: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
   /** Reads passed/failed counts from the runner's output. */
   count?: (output: string) => { passed: number; failed: number };
 }
@@ -42,6 +45,19 @@ function countDeno(output: string): { passed: number; failed: number } {
   };
 }
 
+const nodeCount = (output: string) => ({
+  passed: lastNumber(output, /(?:ℹ|#) pass (\d+)/g),
+  failed: lastNumber(output, /(?:ℹ|#) fail (\d+)/g),
+});
+const plainCount = (output: string) => ({
+  passed: lastNumber(output, /^(\d+) passed, \d+ failed$/gm),
+  failed: lastNumber(output, /^\d+ passed, (\d+) failed$/gm),
+});
+// The machine's own Node, outside node_modules, if there is one: the npm
+// build is tested there too, from a compiled copy of its test (an older Node
+// cannot run TypeScript).
+const systemNode = ["/usr/local/bin/node", "/usr/bin/node"].find((path) => existsSync(path));
+
 const steps: Step[] = [
   {
     label: "type check (tsc, isolatedDeclarations)",
@@ -57,10 +73,7 @@ const steps: Step[] = [
     label: "node: unit tests and the node adapter",
     command: bin("node"),
     args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere],
-    count: (output) => ({
-      passed: lastNumber(output, /ℹ pass (\d+)/g),
-      failed: lastNumber(output, /ℹ fail (\d+)/g),
-    }),
+    count: nodeCount,
   },
   {
     label: "deno: unit tests, the deno adapter and the node adapter",
@@ -77,11 +90,60 @@ const steps: Step[] = [
       failed: lastNumber(output, /^\s*(\d+) fail$/gm),
     }),
   },
+  {
+    label: "npm build (scripts/build_npm.ts)",
+    command: bin("node"),
+    args: ["scripts/build_npm.ts"],
+  },
+  {
+    label: "node: the conformance suite against the npm build",
+    command: bin("node"),
+    args: ["--test", "--test-reporter=spec", "tests/npm_build.test.ts"],
+    count: nodeCount,
+  },
+  ...(systemNode === undefined ? [] : [
+    {
+      label: "compile the npm build's test for the machine's Node",
+      command: bin("tsc"),
+      args: [
+        "--outDir", ".npm-tests", "--rootDir", ".", "--strict", "--rewriteRelativeImportExtensions",
+        "--target", "es2022", "--module", "nodenext", "--skipLibCheck", "--types", "node",
+        "tests/npm_build.test.ts",
+      ],
+    },
+    {
+      label: `machine's node (${systemNode}): the conformance suite against the npm build`,
+      command: systemNode,
+      args: ["--test", ".npm-tests/tests/npm_build.test.js"],
+      env: { PICO_NPM_DIR: `${root}npm` },
+      count: nodeCount,
+    },
+  ]),
+  {
+    label: "npm pack, install and run in a fresh project (Node, Bun, Deno, CommonJS, TypeScript)",
+    command: bin("node"),
+    args: ["scripts/npm_smoke.ts"],
+    count: plainCount,
+  },
+  {
+    label: "JSR: deno doc --lint",
+    command: bin("deno"),
+    args: ["doc", "--lint", "mod.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
+  },
+  {
+    label: "JSR: deno publish --dry-run",
+    command: bin("deno"),
+    args: ["publish", "--dry-run", "--allow-dirty"],
+  },
 ];
 
 function run(step: Step): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(step.command, step.args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(step.command, step.args, {
+      cwd: root,
+      env: { ...process.env, ...step.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     const collect = (chunk: Buffer, stream: NodeJS.WriteStream) => {
       output += chunk.toString();

@@ -12,17 +12,33 @@ import type { Session } from "./session.ts";
 import type { Transport } from "./transport.ts";
 
 /**
- * What the registry holds of a server. Structural, so that a server started
- * by another copy of this module is served as well.
+ * What the process-wide registry holds of a server: the part of
+ * `SocketServer` that the look-up functions use. Structural, so that a
+ * server started by another copy of this module (another version, or a
+ * bundled copy) is found and served as well.
+ *
+ * @example Looking at any registered server
+ * ```ts
+ * import { startServer, type RegisteredServer } from "@pico/socket-server";
+ * const server: RegisteredServer = await startServer(0, 10, () => {});
+ * console.log(server.name, server.port, server.state);
+ * await server.stop();
+ * ```
  */
 export interface RegisteredServer {
+  /** The registered name. */
   readonly name: string;
+  /** The port listened on. */
   readonly port: number;
+  /** Where the server is in its life. */
   readonly state: ServerState;
   /** Resolves once the server listens; rejects if its listen failed. */
   readonly listening: Promise<unknown>;
+  /** A snapshot of the server's counters. */
   status(): ServerStatus;
+  /** The running sessions. */
   children(): Session[];
+  /** Stops the server, at once or gracefully. */
   stop(options?: StopOptions): Promise<StopResult>;
 }
 
