@@ -93,8 +93,10 @@ class BunConnection implements Connection {
   #gone = false; // Bun reported the socket closed
   #paused = true;
   // What happened before start(), replayed when the session starts.
-  #early: Array<Uint8Array | Error | "end"> = [];
-  #writeQueue: Uint8Array[] = [];
+  // Both made on first use: most connections never need them, and an idle
+  // server's memory is mostly its connections.
+  #early: Array<Uint8Array | Error | "end"> | undefined;
+  #writeQueue: Uint8Array[] | undefined;
   #queuedBytes = 0;
   #writeHighWaterMark: number;
   #drained: Promise<void> | undefined;
@@ -113,7 +115,9 @@ class BunConnection implements Connection {
   start(events: ConnectionEvents): void {
     if (this.#closed || this.#events !== undefined) return;
     this.#events = events;
-    for (const item of this.#early.splice(0)) {
+    const early = this.#early;
+    this.#early = undefined;
+    for (const item of early ?? []) {
       if (this.#closed) return;
       this.#dispatch(item);
     }
@@ -134,12 +138,12 @@ class BunConnection implements Connection {
 
   write(data: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#gone) return undefined;
-    if (this.#writeQueue.length === 0) {
+    if (this.#writeQueue === undefined || this.#writeQueue.length === 0) {
       const written = this.#socket.write(data);
       if (written >= data.length) return undefined;
       data = data.subarray(Math.max(written, 0));
     }
-    this.#writeQueue.push(data);
+    (this.#writeQueue ??= []).push(data);
     this.#queuedBytes += data.length;
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
     this.#drained ??= new Promise((resolve) => {
@@ -159,9 +163,9 @@ class BunConnection implements Connection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#early = [];
+    this.#early = undefined;
     if (this.#gone) return;
-    if (this.#writeQueue.length === 0) {
+    if (this.#writeQueue === undefined || this.#writeQueue.length === 0) {
       this.#socket.end();
       return;
     }
@@ -174,20 +178,20 @@ class BunConnection implements Connection {
 
   onData(data: Uint8Array): void {
     if (this.#closed) return;
-    if (this.#events === undefined) this.#early.push(data);
+    if (this.#events === undefined) (this.#early ??= []).push(data);
     else this.#events.data(data);
   }
 
   onEnd(): void {
     if (this.#closed) return;
-    if (this.#events === undefined) this.#early.push("end");
+    if (this.#events === undefined) (this.#early ??= []).push("end");
     else this.#events.end();
   }
 
   onError(error: Error): void {
     if (this.#closed) return;
     if (this.#events === undefined) {
-      this.#early.push(error);
+      (this.#early ??= []).push(error);
       return;
     }
     this.#dispatch(error);
@@ -195,6 +199,7 @@ class BunConnection implements Connection {
 
   onDrain(): void {
     const queue = this.#writeQueue;
+    if (queue === undefined) return;
     while (queue.length > 0 && !this.#gone) {
       const chunk = queue[0];
       const written = this.#socket.write(chunk);
@@ -216,7 +221,7 @@ class BunConnection implements Connection {
     if (this.#gone) return;
     this.#gone = true;
     clearTimeout(this.#closeTimer);
-    this.#writeQueue = [];
+    this.#writeQueue = undefined;
     this.#queuedBytes = 0;
     this.#wakeWriters();
     if (error !== undefined) this.onError(error);

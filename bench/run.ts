@@ -23,7 +23,9 @@ const IDLE_SESSIONS = Number(process.env.BENCH_IDLE ?? 10_000);
 
 type Runtime = "node" | "deno" | "bun";
 type Kind = "raw" | "pico0" | "pico4" | "erlang";
-const RUNTIMES: Runtime[] = ["node", "deno", "bun"];
+// BENCH_RUNTIMES=node,bun narrows a run; BENCH_ERLANG=0 and BENCH_IDLE=0 leave
+// those parts out (for quick looks while optimising, not for the table).
+const RUNTIMES = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
 
 const runCommand: Record<Runtime, string[]> = {
   node: [bin("node")],
@@ -192,7 +194,7 @@ function median(values: number[]): number {
 // --- Run
 
 const started = Date.now();
-const haveErlang = prepareErlang();
+const haveErlang = process.env.BENCH_ERLANG !== "0" && prepareErlang();
 const targets: Array<{ runtime: Runtime | "erlang"; kind: Kind }> = [
   ...RUNTIMES.flatMap((runtime) => (["raw", "pico0", "pico4"] as Kind[]).map((kind) => ({ runtime, kind }))),
   ...(haveErlang ? [{ runtime: "erlang" as const, kind: "erlang" as Kind }] : []),
@@ -250,7 +252,7 @@ const generatorCheck: Array<{ generators: number; rate: number }> = [];
 
 // Idle sessions: resident memory per session, fresh servers.
 const idle = new Map<string, number>();
-for (const { runtime, kind } of targets) {
+for (const { runtime, kind } of IDLE_SESSIONS > 0 ? targets : []) {
   const perSession: number[] = [];
   for (let repeat = 0; repeat < Math.min(REPEATS, 3); repeat++) perSession.push(await idleMemory(serverCommand(runtime, kind)));
   idle.set(`${runtime}/${kind}`, median(perSession));

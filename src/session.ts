@@ -135,6 +135,11 @@ type Waiter = {
   timer: ReturnType<typeof setTimeout> | undefined;
 };
 
+let shutdown: (session: Session, reason: SocketServerError) => void;
+
+// One settled promise serves every send() that needs no waiting.
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /**
  * Errors a session raised itself, with the reason a handler that lets one
  * propagate ends with; any other error a handler throws is a crash.
@@ -221,6 +226,15 @@ export class Session {
   #abort: AbortController | undefined;
   #shutdownReason: SocketServerError | undefined;
 
+  static {
+    // The server's way in, without a public method or a per-session closure.
+    shutdown = (session, reason) => {
+      if (session.#shutdownReason !== undefined) return;
+      session.#shutdownReason = reason;
+      session.#abort?.abort(reason);
+    };
+  }
+
   /**
    * Wraps a started connection. Called by the server, not by handlers.
    *
@@ -249,11 +263,6 @@ export class Session {
       this.#lastInputAt = Date.now();
       this.#armIdleTimer(this.#idleTimeoutMs);
     }
-    shutdownRequests.set(this, (reason) => {
-      if (this.#shutdownReason !== undefined) return;
-      this.#shutdownReason = reason;
-      if (this.#abort !== undefined) this.#abort.abort(reason);
-    });
     connection.start({
       data: (chunk) => this.#onData(chunk),
       end: () => this.#onEnd(),
@@ -364,12 +373,25 @@ export class Session {
    * }
    * ```
    */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
-    for (;;) {
-      const packet = await this.recv();
-      if (packet === null) return;
-      yield packet;
-    }
+  [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    // A plain iterator over recv(): an async generator would add promises
+    // and a suspended frame to every packet. Leaving the loop early (break)
+    // ends the iteration, not the session.
+    let done = false;
+    const iterator: AsyncIterableIterator<Uint8Array> = {
+      next: (): Promise<IteratorResult<Uint8Array>> =>
+        done ? Promise.resolve({ done: true, value: undefined }) : this.recv().then((packet) => {
+          if (packet !== null) return { done: false, value: packet };
+          done = true;
+          return { done: true, value: undefined };
+        }),
+      return: (): Promise<IteratorResult<Uint8Array>> => {
+        done = true;
+        return Promise.resolve({ done: true, value: undefined });
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   /**
@@ -397,19 +419,25 @@ export class Session {
         new SocketServerError(`Cannot send on session ${this.id}: the connection is closed`, "socket_closed"),
       );
     }
-    let frames: Uint8Array[];
-    try {
-      frames = encodePacket(this.packetType, data);
-    } catch (error) {
-      return Promise.reject(error);
-    }
     let pending: Promise<void> | undefined;
-    for (const frame of frames) {
-      this.bytesOut += frame.length;
-      pending = this.#connection.write(frame) ?? pending;
+    if (this.packetType === 0 && typeof data !== "string") {
+      // Raw bytes go out as they are: no framing, no copy.
+      this.bytesOut += data.length;
+      pending = this.#connection.write(data);
+    } else {
+      let frames: Uint8Array[];
+      try {
+        frames = encodePacket(this.packetType, data);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      for (const frame of frames) {
+        this.bytesOut += frame.length;
+        pending = this.#connection.write(frame) ?? pending;
+      }
     }
     this.packetsOut++;
-    return pending ?? Promise.resolve();
+    return pending ?? RESOLVED;
   }
 
   /**
@@ -566,11 +594,9 @@ export class Session {
   }
 }
 
-const shutdownRequests = new WeakMap<Session, (reason: SocketServerError) => void>();
-
 /** Aborts `session.signal`: the server has begun a graceful stop. */
 export function requestShutdown(session: Session, reason: SocketServerError): void {
-  shutdownRequests.get(session)?.(reason);
+  shutdown(session, reason);
 }
 
 /**
