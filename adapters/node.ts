@@ -46,7 +46,13 @@ const ERROR_TEXT: Record<string, string> = {
   EADDRNOTAVAIL: "address not available",
 };
 
+let flushBatch: (connection: NodeConnection) => void;
+
 class NodeConnection implements Connection {
+  static {
+    flushBatch = (connection) => connection.#flushBatch();
+  }
+
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #socket: Socket;
@@ -58,7 +64,7 @@ class NodeConnection implements Connection {
   #drained: Promise<void> | undefined;
   #resolveDrained: (() => void) | undefined;
   #awaitingDrain = false;
-  #batch: Uint8Array[] = [];
+  #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
   #flushScheduled = false;
   #writeHighWaterMark: number;
@@ -118,10 +124,10 @@ class NodeConnection implements Connection {
     // every packet of a chunk) are batched into one writev after the turn.
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(this.#flushBatch);
+      setImmediate(flushBatch, this);
       this.#socket.write(data);
     } else {
-      this.#batch.push(data);
+      (this.#batch ??= []).push(data);
       this.#batchBytes += data.length;
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
@@ -131,14 +137,16 @@ class NodeConnection implements Connection {
     return this.#drained;
   }
 
-  #flushBatch = (): void => {
+  // A method, not an arrow-function field: an idle connection should not
+  // carry a closure it may never use.
+  #flushBatch(): void {
     this.#flushScheduled = false;
     const batch = this.#batch;
-    if (batch.length === 0) {
+    if (batch === undefined || batch.length === 0) {
       if (this.#drained !== undefined) this.#wakeWhenDrained();
       return;
     }
-    this.#batch = [];
+    this.#batch = undefined;
     this.#batchBytes = 0;
     const socket = this.#socket;
     if (socket.destroyed) return this.#wakeWriters();
@@ -150,7 +158,7 @@ class NodeConnection implements Connection {
       socket.uncork();
     }
     if (this.#drained !== undefined) this.#wakeWhenDrained();
-  };
+  }
 
   #wakeWhenDrained(): void {
     const socket = this.#socket;
