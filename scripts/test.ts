@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => `${root}node_modules/.bin/${name}`;
 
-const unitTests = ["tests/core.test.ts"];
+const unitTests = ["tests/core.test.ts", "tests/framing.test.ts"];
 // On every runtime: the Node adapter (all three ship node:net) and the demo
 // on the runtime's default adapter.
 const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
