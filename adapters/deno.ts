@@ -98,6 +98,7 @@ const READ_BUFFER_SIZE = 64 * 1024;
 const MIN_READ_ROOM = 4 * 1024;
 // Queued chunks up to this size are joined into one write: one op per flush.
 const COALESCE_LIMIT = 64 * 1024;
+const SMALL_HEAD = 64;
 // How long close() waits for queued bytes to reach a peer that is not
 // reading before it gives up and closes anyway.
 const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
@@ -177,7 +178,12 @@ class DenoConnection implements Connection {
     if (this.#closed) return undefined;
     this.#writeQueue.push(data);
     this.#queuedBytes += data.length;
-    if (!this.#writing) this.#flush();
+    if (!this.#writing) {
+      // Started after the current task, so that the frames of one send (a
+      // header and its body) leave in one write op.
+      this.#writing = true;
+      queueMicrotask(() => this.#flush());
+    }
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
     this.#drained ??= new Promise((resolve) => {
       this.#resolveDrained = resolve;
@@ -186,7 +192,6 @@ class DenoConnection implements Connection {
   }
 
   async #flush(): Promise<void> {
-    this.#writing = true;
     const queue = this.#writeQueue;
     while (queue.length > 0 && !this.#released) {
       let chunk = queue[0];
@@ -215,8 +220,14 @@ class DenoConnection implements Connection {
   /** Joins small queued chunks at the head of the queue into one. */
   #coalesce(): Uint8Array {
     const queue = this.#writeQueue;
-    let count = 0;
-    let length = 0;
+    let count = 1;
+    let length = queue[0].length;
+    // A small head (a packet header) joins the chunk after it whatever that
+    // one's size: copying it costs less than a write op of its own.
+    if (length < SMALL_HEAD) {
+      count = 2;
+      length += queue[1].length;
+    }
     while (count < queue.length && length + queue[count].length <= COALESCE_LIMIT) {
       length += queue[count].length;
       count++;

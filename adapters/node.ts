@@ -48,6 +48,23 @@ const ERROR_TEXT: Record<string, string> = {
 
 let flushBatch: (connection: NodeConnection) => void;
 
+// The write window, shared by all connections: one setImmediate per turn of
+// the event loop. A connection's first write in a turn goes out at once (no
+// added latency); its later writes in the same turn (a handler answering
+// every packet of a chunk) wait in its batch and leave together, in one
+// writev, when the turn ends.
+let turn = 0;
+let windowOpen = false;
+let batched: NodeConnection[] = [];
+
+function closeWindow(): void {
+  windowOpen = false;
+  turn++;
+  const connections = batched;
+  batched = [];
+  for (const connection of connections) flushBatch(connection);
+}
+
 class NodeConnection implements Connection {
   static {
     flushBatch = (connection) => connection.#flushBatch();
@@ -66,7 +83,7 @@ class NodeConnection implements Connection {
   #awaitingDrain = false;
   #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
-  #flushScheduled = false;
+  #lastWriteTurn = -1;
   #writeHighWaterMark: number;
 
   constructor(socket: Socket, writeHighWaterMark: number) {
@@ -119,28 +136,33 @@ class NodeConnection implements Connection {
 
   write(data: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#socket.destroyed) return undefined;
-    // The first write of a turn of the event loop goes out at once (no added
-    // latency); the ones after it in the same turn (a handler answering
-    // every packet of a chunk) are batched into one writev after the turn.
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(flushBatch, this);
+    // See the write window above.
+    if (this.#lastWriteTurn !== turn) {
+      this.#lastWriteTurn = turn;
+      if (!windowOpen) {
+        windowOpen = true;
+        setImmediate(closeWindow);
+      }
       this.#socket.write(data);
     } else {
-      (this.#batch ??= []).push(data);
+      if (this.#batch === undefined) {
+        this.#batch = [];
+        batched.push(this);
+      }
+      this.#batch.push(data);
       this.#batchBytes += data.length;
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
-    this.#drained ??= new Promise((resolve) => {
+    const drained = this.#drained ??= new Promise((resolve) => {
       this.#resolveDrained = resolve;
     });
-    return this.#drained;
+    if (this.#batch === undefined) this.#wakeWhenDrained();
+    return drained;
   }
 
   // A method, not an arrow-function field: an idle connection should not
   // carry a closure it may never use.
   #flushBatch(): void {
-    this.#flushScheduled = false;
     const batch = this.#batch;
     if (batch === undefined || batch.length === 0) {
       if (this.#drained !== undefined) this.#wakeWhenDrained();

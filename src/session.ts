@@ -130,10 +130,15 @@ export interface SessionInit {
 }
 
 type Waiter = {
-  resolve: (packet: Uint8Array | null) => void;
+  // Resolved with a packet (or null at the end), or, for the async
+  // iterator, with the iterator result itself: one promise per packet.
+  resolve: (value: Uint8Array | null | IteratorResult<Uint8Array>) => void;
   reject: (error: Error) => void;
   timer: ReturnType<typeof setTimeout> | undefined;
+  forIterator: boolean;
 };
+
+const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: undefined });
 
 let shutdown: (session: Session, reason: SocketServerError) => void;
 
@@ -324,9 +329,19 @@ export class Session {
    * ```
    */
   recv(options?: RecvOptions): Promise<Uint8Array | null> {
-    if (this.#queueHead < this.#queue.length) return Promise.resolve(this.#take());
+    return this.#receive(options?.timeoutMs, false) as Promise<Uint8Array | null>;
+  }
+
+  #receive(
+    timeoutMs: number | undefined,
+    forIterator: boolean,
+  ): Promise<Uint8Array | null | IteratorResult<Uint8Array>> {
+    if (this.#queueHead < this.#queue.length) {
+      const packet = this.#take();
+      return Promise.resolve(forIterator ? { done: false, value: packet } : packet);
+    }
     if (this.#inputDone || this.#closed) {
-      return this.#failure ? Promise.reject(this.#failure) : Promise.resolve(null);
+      return this.#failure ? Promise.reject(this.#failure) : Promise.resolve(forIterator ? DONE : null);
     }
     if (this.#waiter !== null) {
       return Promise.reject(
@@ -336,7 +351,6 @@ export class Session {
         ),
       );
     }
-    const timeoutMs = options?.timeoutMs;
     if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
       return Promise.reject(
         new SocketServerError(
@@ -346,7 +360,7 @@ export class Session {
       );
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: undefined };
+      const waiter: Waiter = { resolve, reject, timer: undefined, forIterator };
       if (timeoutMs !== undefined) {
         waiter.timer = setTimeout(() => {
           if (this.#waiter !== waiter) return;
@@ -380,14 +394,10 @@ export class Session {
     let done = false;
     const iterator: AsyncIterableIterator<Uint8Array> = {
       next: (): Promise<IteratorResult<Uint8Array>> =>
-        done ? Promise.resolve({ done: true, value: undefined }) : this.recv().then((packet) => {
-          if (packet !== null) return { done: false, value: packet };
-          done = true;
-          return { done: true, value: undefined };
-        }),
+        done ? Promise.resolve(DONE) : this.#receive(undefined, true) as Promise<IteratorResult<Uint8Array>>,
       return: (): Promise<IteratorResult<Uint8Array>> => {
         done = true;
-        return Promise.resolve({ done: true, value: undefined });
+        return Promise.resolve(DONE);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
@@ -486,7 +496,7 @@ export class Session {
     if (waiter !== null) {
       this.#waiter = null;
       if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-      waiter.resolve(packet);
+      waiter.resolve(waiter.forIterator ? { done: false, value: packet } : packet);
       return;
     }
     this.#queue.push(packet);
@@ -567,7 +577,7 @@ export class Session {
     this.#waiter = null;
     if (waiter.timer !== undefined) clearTimeout(waiter.timer);
     if (this.#failure) waiter.reject(this.#failure);
-    else waiter.resolve(null);
+    else waiter.resolve(waiter.forIterator ? DONE : null);
   }
 
   #armIdleTimer(delayMs: number): void {
