@@ -84,6 +84,13 @@ const ERROR_TEXT: Record<string, string> = {
 // reading before it gives up and closes anyway.
 const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
 
+function join(head: Uint8Array, body: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(head.length + body.length);
+  joined.set(head);
+  joined.set(body, head.length);
+  return joined;
+}
+
 class BunConnection implements Connection {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
@@ -136,8 +143,11 @@ class BunConnection implements Connection {
     this.#socket.resume();
   }
 
-  write(data: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#gone) return undefined;
+    // Bun writes one buffer per call (a syscall each): a header and its body
+    // are joined, one copy being cheaper than a second send.
+    if (more !== undefined) data = join(data, more);
     if (this.#writeQueue === undefined || this.#writeQueue.length === 0) {
       const written = this.#socket.write(data);
       if (written >= data.length) return undefined;

@@ -174,10 +174,14 @@ class DenoConnection implements Connection {
     }
   }
 
-  write(data: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed) return undefined;
     this.#writeQueue.push(data);
     this.#queuedBytes += data.length;
+    if (more !== undefined) {
+      this.#writeQueue.push(more);
+      this.#queuedBytes += more.length;
+    }
     if (!this.#writing) {
       // Started after the current task, so that the frames of one send (a
       // header and its body) leave in one write op.

@@ -134,7 +134,7 @@ class NodeConnection implements Connection {
     if (!this.#closed) this.#socket.resume();
   }
 
-  write(data: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#socket.destroyed) return undefined;
     // See the write window above.
     if (this.#lastWriteTurn !== turn) {
@@ -143,7 +143,15 @@ class NodeConnection implements Connection {
         windowOpen = true;
         setImmediate(closeWindow);
       }
-      this.#socket.write(data);
+      const socket = this.#socket;
+      if (more === undefined) {
+        socket.write(data);
+      } else {
+        socket.cork();
+        socket.write(data);
+        socket.write(more);
+        socket.uncork();
+      }
     } else {
       if (this.#batch === undefined) {
         this.#batch = [];
@@ -151,6 +159,10 @@ class NodeConnection implements Connection {
       }
       this.#batch.push(data);
       this.#batchBytes += data.length;
+      if (more !== undefined) {
+        this.#batch.push(more);
+        this.#batchBytes += more.length;
+      }
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
     const drained = this.#drained ??= new Promise((resolve) => {

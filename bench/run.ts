@@ -32,7 +32,19 @@ const runCommand: Record<Runtime, string[]> = {
   deno: [bin("deno"), "run", "-A"],
   bun: [bin("bun")],
 };
-const GENERATOR = runCommand.bun;
+// With taskset and two cores or more, servers run on CPU 0 and the load
+// generator on CPU 1, so they do not take turns on one core: much steadier
+// figures than letting the scheduler move them around.
+const CAN_PIN = (() => {
+  try {
+    execFileSync("sh", ["-c", "command -v taskset"], { stdio: "ignore" });
+    return Number(execFileSync("nproc").toString()) >= 2;
+  } catch {
+    return false;
+  }
+})();
+const pinned = (cpu: number, command: string[]) => (CAN_PIN ? ["taskset", "-c", String(cpu), ...command] : command);
+const GENERATOR = pinned(1, runCommand.bun);
 
 interface Scenario {
   name: string;
@@ -98,7 +110,8 @@ interface Server {
   port: number;
 }
 
-function startServer(command: string[]): Promise<Server> {
+function startServer(serverCommand: string[]): Promise<Server> {
+  const command = pinned(0, serverCommand);
   return new Promise((resolve, reject) => {
     const child = spawn(command[0], command.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
     let output = "";
@@ -312,7 +325,7 @@ const lines: string[] = [];
 lines.push("# Benchmark results", "");
 lines.push(`Made by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s, on this machine: ${process.platform} ${process.arch}, ${execFileSync("nproc").toString().trim()} cores.`);
 lines.push(`Runtimes: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join("; ")}.`);
-lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. Ratios are pico-socket-server / the same runtime's raw server, same run.`, "");
+lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1${CAN_PIN ? ", servers pinned to CPU 0 and the generator to CPU 1 (taskset)" : ""}. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. Ratios are pico-socket-server / the same runtime's raw server, same run.`, "");
 lines.push("## Ratios (pico-socket-server / raw, messages per second)", "");
 lines.push(`| runtime | ${SCENARIOS.map((s) => `${s.name} p0`).join(" | ")} | ${SCENARIOS.map((s) => `${s.name} p4`).join(" | ")} |`);
 lines.push(`|---|${SCENARIOS.map(() => "---:").join("|")}|${SCENARIOS.map(() => "---:").join("|")}|`);

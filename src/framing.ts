@@ -258,9 +258,9 @@ const LINE_END = new Uint8Array([NEWLINE]);
 const COALESCE_LIMIT = 16 * 1024;
 
 /**
- * Frames `data` for sending: the bytes to write, in order (one or two
- * buffers). Strings are sent as UTF-8. Throws when the body does not fit the
- * header.
+ * Frames `data` for sending: the bytes to write, in order: one buffer, or a
+ * header and the body itself (large bodies are not copied). Strings are sent
+ * as UTF-8. Throws when the body does not fit the header.
  */
 export function encodePacket(
   packetType: PacketType,

@@ -441,10 +441,9 @@ export class Session {
       } catch (error) {
         return Promise.reject(error);
       }
-      for (const frame of frames) {
-        this.bytesOut += frame.length;
-        pending = this.#connection.write(frame) ?? pending;
-      }
+      const [head, body] = frames;
+      this.bytesOut += head.length + (body?.length ?? 0);
+      pending = this.#connection.write(head, body);
     }
     this.packetsOut++;
     return pending ?? RESOLVED;

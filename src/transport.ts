@@ -129,11 +129,13 @@ export interface Connection {
   /** Resumes delivering `data` after {@linkcode Connection.pause}. */
   resume(): void;
   /**
-   * Queues bytes for the peer. Returns `undefined` when the runtime took them
-   * within its buffer bound, or a promise that resolves once the queue has
-   * drained or the connection has closed. Never throws, never rejects.
+   * Queues bytes for the peer: `data`, then `more` if given (a packet's
+   * header and its body), sent as one unit where the runtime can (one
+   * writev). Returns `undefined` when the runtime took them within its
+   * buffer bound, or a promise that resolves once the queue has drained or
+   * the connection has closed. Never throws, never rejects.
    */
-  write(data: Uint8Array): Promise<void> | undefined;
+  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined;
   /** Turns Nagle's algorithm off (`true`) or on (`false`). */
   setNoDelay(noDelay: boolean): void;
   /** Turns TCP keep-alive on or off, with the idle delay before probes. */

@@ -144,9 +144,10 @@ export class MemoryConnection implements Connection {
     this.#flush();
   }
 
-  write(data: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed) return undefined;
     this.peer.receive(data);
+    if (more !== undefined) this.peer.receive(more);
     return this.writeBlocker;
   }
 
