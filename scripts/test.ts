@@ -65,9 +65,13 @@ const steps: Step[] = [
     args: ["-p", "tsconfig.json"],
   },
   {
-    label: "type check (deno check)",
+    label: "type check with the JSDoc examples (deno check --doc)",
     command: bin("deno"),
-    args: ["check", "mod.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
+    args: [
+      "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
+      "src/server.ts", "src/session.ts", "src/transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
+      "examples/chat.ts",
+    ],
   },
   {
     label: "node: unit tests and the node adapter",
