@@ -35,6 +35,9 @@ import type {
   SocketAddress,
   Transport,
 } from "../src/transport.ts";
+import { AcceptQueue } from "../src/accept_queue.ts";
+import { DrainSignal } from "../src/drain_signal.ts";
+import { listenFailure } from "../src/listen_failure.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed.
 interface BunSocket {
@@ -74,12 +77,6 @@ function bun(): BunNamespace {
   return api;
 }
 
-const ERROR_TEXT: Record<string, string> = {
-  EADDRINUSE: "address already in use",
-  EACCES: "permission denied",
-  EADDRNOTAVAIL: "address not available",
-};
-
 // How long close() waits for queued bytes to reach a peer that is not
 // reading before it gives up and closes anyway.
 const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
@@ -106,8 +103,7 @@ class BunConnection implements Connection {
   #writeQueue: Uint8Array[] | undefined;
   #queuedBytes = 0;
   #writeHighWaterMark: number;
-  #drained: Promise<void> | undefined;
-  #resolveDrained: (() => void) | undefined;
+  #drain = new DrainSignal();
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(socket: BunSocket, writeHighWaterMark: number, localHostname: string) {
@@ -156,10 +152,7 @@ class BunConnection implements Connection {
     (this.#writeQueue ??= []).push(data);
     this.#queuedBytes += data.length;
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
-    this.#drained ??= new Promise((resolve) => {
-      this.#resolveDrained = resolve;
-    });
-    return this.#drained;
+    return this.#drain.wait();
   }
 
   setNoDelay(noDelay: boolean): void {
@@ -220,7 +213,7 @@ class BunConnection implements Connection {
       }
       queue.shift();
     }
-    if (this.#queuedBytes <= this.#writeHighWaterMark) this.#wakeWriters();
+    if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain.wake();
     if (queue.length === 0 && this.#closed && !this.#gone) {
       clearTimeout(this.#closeTimer);
       this.#socket.end();
@@ -233,7 +226,7 @@ class BunConnection implements Connection {
     clearTimeout(this.#closeTimer);
     this.#writeQueue = undefined;
     this.#queuedBytes = 0;
-    this.#wakeWriters();
+    this.#drain.wake();
     if (error !== undefined) this.onError(error);
   }
 
@@ -252,30 +245,18 @@ class BunConnection implements Connection {
     this.#socket.terminate();
   }
 
-  #wakeWriters(): void {
-    const resolve = this.#resolveDrained;
-    this.#drained = undefined;
-    this.#resolveDrained = undefined;
-    resolve?.();
-  }
 }
 
 class BunTcpListener implements Listener {
   readonly localAddress: SocketAddress;
   #listener: BunListener | undefined;
-  #backlog: number;
   #writeHighWaterMark: number;
-  #onRefused: ((remoteAddress: SocketAddress) => void) | undefined;
-  #waiting: BunConnection[] = [];
-  #waitingHead = 0;
-  #acceptor: ((connection: BunConnection | null) => void) | undefined;
-  #refused = 0;
+  #queue: AcceptQueue<BunConnection>;
   #closed: Promise<void> | undefined;
 
   constructor(options: ListenOptions) {
-    this.#backlog = options.backlog;
     this.#writeHighWaterMark = options.writeHighWaterMark;
-    this.#onRefused = options.onRefused;
+    this.#queue = new AcceptQueue(options);
     const { hostname, port } = options;
     const listener = bun().listen({
       hostname,
@@ -294,27 +275,15 @@ class BunTcpListener implements Listener {
   }
 
   get refused(): number {
-    return this.#refused;
+    return this.#queue.refused;
   }
 
   get waiting(): number {
-    return this.#waiting.length - this.#waitingHead;
+    return this.#queue.waiting;
   }
 
   accept(): Promise<Connection | null> {
-    if (this.#closed !== undefined) return Promise.resolve(null);
-    if (this.#waitingHead < this.#waiting.length) {
-      const connection = this.#waiting[this.#waitingHead];
-      this.#waiting[this.#waitingHead++] = undefined as unknown as BunConnection;
-      if (this.#waitingHead === this.#waiting.length) {
-        this.#waiting = [];
-        this.#waitingHead = 0;
-      }
-      return Promise.resolve(connection);
-    }
-    return new Promise((resolve) => {
-      this.#acceptor = resolve;
-    });
+    return this.#queue.take();
   }
 
   close(): Promise<void> {
@@ -323,12 +292,7 @@ class BunTcpListener implements Listener {
       // sessions are the core's to close.
       this.#listener?.stop(false);
       this.#listener = undefined;
-      for (let i = this.#waitingHead; i < this.#waiting.length; i++) this.#waiting[i].close();
-      this.#waiting = [];
-      this.#waitingHead = 0;
-      const acceptor = this.#acceptor;
-      this.#acceptor = undefined;
-      acceptor?.(null);
+      this.#queue.close();
       setTimeout(resolve, 0);
     });
     return this.#closed;
@@ -337,23 +301,7 @@ class BunTcpListener implements Listener {
   #onOpen(socket: BunSocket, hostname: string): void {
     const connection = new BunConnection(socket, this.#writeHighWaterMark, hostname);
     socket.data = connection;
-    if (this.#closed !== undefined) {
-      connection.close();
-      return;
-    }
-    const acceptor = this.#acceptor;
-    if (acceptor !== undefined) {
-      this.#acceptor = undefined;
-      acceptor(connection);
-      return;
-    }
-    if (this.waiting >= this.#backlog) {
-      this.#refused++;
-      connection.close();
-      this.#onRefused?.(connection.remoteAddress);
-      return;
-    }
-    this.#waiting.push(connection);
+    this.#queue.offer(connection);
   }
 }
 
@@ -361,14 +309,7 @@ function listen(options: ListenOptions): Promise<Listener> {
   try {
     return Promise.resolve(new BunTcpListener(options));
   } catch (error) {
-    const cause = error as Error & { code?: string };
-    const code = cause.code ?? "socket_error";
-    const failure = new Error(
-      `Cannot listen on ${options.hostname}:${options.port}: ${ERROR_TEXT[code] ?? cause.message}`,
-      { cause },
-    ) as Error & { code: string };
-    failure.code = code;
-    return Promise.reject(failure);
+    return Promise.reject(listenFailure(options.hostname, options.port, (error as { code?: string }).code, error));
   }
 }
 

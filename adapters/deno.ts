@@ -37,6 +37,8 @@ import type {
   SocketAddress,
   Transport,
 } from "../src/transport.ts";
+import { DrainSignal } from "../src/drain_signal.ts";
+import { listenFailure } from "../src/listen_failure.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed.
 interface DenoAddr {
@@ -78,12 +80,6 @@ const CODES: Record<string, string> = {
   BrokenPipe: "EPIPE",
   TimedOut: "ETIMEDOUT",
 };
-const ERROR_TEXT: Record<string, string> = {
-  EADDRINUSE: "address already in use",
-  EACCES: "permission denied",
-  EADDRNOTAVAIL: "address not available",
-};
-
 /** Gives a Deno error the POSIX `code` the core and users test. */
 function withCode(error: unknown): Error & { code?: string } {
   const failure = (error instanceof Error ? error : new Error(String(error))) as Error & { code?: string };
@@ -118,8 +114,7 @@ class DenoConnection implements Connection {
   #queuedBytes = 0;
   #writing = false;
   #writeHighWaterMark: number;
-  #drained: Promise<void> | undefined;
-  #resolveDrained: (() => void) | undefined;
+  #drain = new DrainSignal();
 
   constructor(conn: DenoConn, writeHighWaterMark: number) {
     this.#conn = conn;
@@ -189,10 +184,7 @@ class DenoConnection implements Connection {
       queueMicrotask(() => this.#flush());
     }
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
-    this.#drained ??= new Promise((resolve) => {
-      this.#resolveDrained = resolve;
-    });
-    return this.#drained;
+    return this.#drain.wait();
   }
 
   async #flush(): Promise<void> {
@@ -209,13 +201,13 @@ class DenoConnection implements Connection {
         this.#queuedBytes = 0;
         if (!this.#closed) this.#fail(error);
         else this.#release();
-        this.#wakeWriters();
+        this.#drain.wake();
         return;
       }
       this.#queuedBytes -= written;
       if (written < chunk.length) queue[0] = chunk.subarray(written);
       else queue.shift();
-      if (this.#queuedBytes <= this.#writeHighWaterMark) this.#wakeWriters();
+      if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain.wake();
     }
     this.#writing = false;
     if (this.#closed) this.#release();
@@ -286,15 +278,9 @@ class DenoConnection implements Connection {
     } catch {
       // Already closed by Deno (e.g. after a reset).
     }
-    this.#wakeWriters();
+    this.#drain.wake();
   }
 
-  #wakeWriters(): void {
-    const resolve = this.#resolveDrained;
-    this.#drained = undefined;
-    this.#resolveDrained = undefined;
-    resolve?.();
-  }
 }
 
 class DenoTcpListener implements Listener {
@@ -351,13 +337,7 @@ function listen(options: ListenOptions): Promise<Listener> {
     listener = deno().listen({ hostname, port, transport: "tcp" });
   } catch (error) {
     const cause = withCode(error);
-    const code = cause.code ?? "socket_error";
-    const failure = new Error(
-      `Cannot listen on ${hostname}:${port}: ${ERROR_TEXT[code] ?? cause.message}`,
-      { cause },
-    ) as Error & { code: string };
-    failure.code = code;
-    return Promise.reject(failure);
+    return Promise.reject(listenFailure(hostname, port, cause.code, cause));
   }
   return Promise.resolve(new DenoTcpListener(listener, options.writeHighWaterMark));
 }

@@ -35,16 +35,13 @@ import type {
   SocketAddress,
   Transport,
 } from "../src/transport.ts";
+import { AcceptQueue } from "../src/accept_queue.ts";
+import { DrainSignal } from "../src/drain_signal.ts";
+import { listenFailure } from "../src/listen_failure.ts";
 
 // How long close() waits for queued bytes to reach a peer that is not
 // reading before it gives up and destroys the socket.
 const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
-
-const ERROR_TEXT: Record<string, string> = {
-  EADDRINUSE: "address already in use",
-  EACCES: "permission denied",
-  EADDRNOTAVAIL: "address not available",
-};
 
 let flushBatch: (connection: NodeConnection) => void;
 
@@ -78,8 +75,7 @@ class NodeConnection implements Connection {
   // What happened before start(), replayed when the session starts.
   #earlyError: Error | undefined;
   #earlyEnd = false;
-  #drained: Promise<void> | undefined;
-  #resolveDrained: (() => void) | undefined;
+  #drain = new DrainSignal();
   #awaitingDrain = false;
   #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
@@ -103,7 +99,7 @@ class NodeConnection implements Connection {
       this.close();
       events.error(error);
     });
-    socket.on("close", () => this.#wakeWriters());
+    socket.on("close", () => this.#drain.wake());
   }
 
   start(events: ConnectionEvents): void {
@@ -165,9 +161,7 @@ class NodeConnection implements Connection {
       }
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
-    const drained = this.#drained ??= new Promise((resolve) => {
-      this.#resolveDrained = resolve;
-    });
+    const drained = this.#drain.wait();
     if (this.#batch === undefined) this.#wakeWhenDrained();
     return drained;
   }
@@ -177,13 +171,13 @@ class NodeConnection implements Connection {
   #flushBatch(): void {
     const batch = this.#batch;
     if (batch === undefined || batch.length === 0) {
-      if (this.#drained !== undefined) this.#wakeWhenDrained();
+      if (this.#drain.waiting) this.#wakeWhenDrained();
       return;
     }
     this.#batch = undefined;
     this.#batchBytes = 0;
     const socket = this.#socket;
-    if (socket.destroyed) return this.#wakeWriters();
+    if (socket.destroyed) return this.#drain.wake();
     if (batch.length === 1) {
       socket.write(batch[0]);
     } else {
@@ -191,17 +185,17 @@ class NodeConnection implements Connection {
       for (const chunk of batch) socket.write(chunk);
       socket.uncork();
     }
-    if (this.#drained !== undefined) this.#wakeWhenDrained();
+    if (this.#drain.waiting) this.#wakeWhenDrained();
   }
 
   #wakeWhenDrained(): void {
     const socket = this.#socket;
-    if (socket.writableLength <= this.#writeHighWaterMark) this.#wakeWriters();
+    if (socket.writableLength <= this.#writeHighWaterMark) this.#drain.wake();
     else if (!this.#awaitingDrain) {
       this.#awaitingDrain = true;
       socket.once("drain", () => {
         this.#awaitingDrain = false;
-        this.#wakeWriters();
+        this.#drain.wake();
       });
     }
   }
@@ -238,66 +232,35 @@ class NodeConnection implements Connection {
     this.#earlyEnd = true;
   }
 
-  #wakeWriters(): void {
-    const resolve = this.#resolveDrained;
-    this.#drained = undefined;
-    this.#resolveDrained = undefined;
-    resolve?.();
-  }
 }
 
 class NodeListener implements Listener {
   readonly localAddress: SocketAddress;
   #server: Server;
-  #backlog: number;
-  #onRefused: ((remoteAddress: SocketAddress) => void) | undefined;
   #writeHighWaterMark: number;
-  #waiting: NodeConnection[] = [];
-  #waitingHead = 0;
-  #acceptor: { resolve: (c: NodeConnection | null) => void; reject: (e: Error) => void } | undefined;
-  #acceptError: Error | undefined;
-  #refused = 0;
+  #queue: AcceptQueue<NodeConnection>;
   #closed: Promise<void> | undefined;
 
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
     this.localAddress = localAddress;
-    this.#backlog = options.backlog;
-    this.#onRefused = options.onRefused;
     this.#writeHighWaterMark = options.writeHighWaterMark;
+    this.#queue = new AcceptQueue(options);
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
-    server.on("error", (error: Error) => {
-      const acceptor = this.#acceptor;
-      if (acceptor !== undefined) {
-        this.#acceptor = undefined;
-        acceptor.reject(error);
-      } else {
-        this.#acceptError = error;
-      }
-    });
+    server.on("error", (error: Error) => this.#queue.fail(error));
   }
 
   get refused(): number {
-    return this.#refused;
+    return this.#queue.refused;
   }
 
   get waiting(): number {
-    return this.#waiting.length - this.#waitingHead;
+    return this.#queue.waiting;
   }
 
   accept(): Promise<Connection | null> {
-    if (this.#closed !== undefined) return Promise.resolve(null);
-    if (this.#acceptError !== undefined) {
-      const error = this.#acceptError;
-      this.#acceptError = undefined;
-      return Promise.reject(error);
-    }
-    const next = this.#takeWaiting();
-    if (next !== undefined) return Promise.resolve(next);
-    return new Promise((resolve, reject) => {
-      this.#acceptor = { resolve, reject };
-    });
+    return this.#queue.take();
   }
 
   close(): Promise<void> {
@@ -305,19 +268,14 @@ class NodeListener implements Listener {
       // server.close() releases the port at once; its callback would wait
       // for every connection, which is the core's business.
       this.#server.close();
-      for (let i = this.#waitingHead; i < this.#waiting.length; i++) this.#waiting[i].close();
-      this.#waiting = [];
-      this.#waitingHead = 0;
-      const acceptor = this.#acceptor;
-      this.#acceptor = undefined;
-      acceptor?.resolve(null);
+      this.#queue.close();
       setImmediate(resolve);
     });
     return this.#closed;
   }
 
   #onConnection(socket: Socket): void {
-    if (this.#closed !== undefined) {
+    if (this.#queue.closed) {
       socket.destroy();
       return;
     }
@@ -325,30 +283,7 @@ class NodeListener implements Listener {
     // With pauseOnConnect the socket is not read, but Node still reports a
     // FIN it already saw; remember it for the session.
     socket.once("end", () => connection.markEarlyEnd());
-    const acceptor = this.#acceptor;
-    if (acceptor !== undefined) {
-      this.#acceptor = undefined;
-      acceptor.resolve(connection);
-      return;
-    }
-    if (this.waiting >= this.#backlog) {
-      this.#refused++;
-      connection.close();
-      this.#onRefused?.(connection.remoteAddress);
-      return;
-    }
-    this.#waiting.push(connection);
-  }
-
-  #takeWaiting(): NodeConnection | undefined {
-    if (this.#waitingHead === this.#waiting.length) return undefined;
-    const connection = this.#waiting[this.#waitingHead];
-    this.#waiting[this.#waitingHead++] = undefined as unknown as NodeConnection;
-    if (this.#waitingHead === this.#waiting.length) {
-      this.#waiting = [];
-      this.#waitingHead = 0;
-    }
-    return connection;
+    this.#queue.offer(connection);
   }
 }
 
@@ -360,13 +295,7 @@ function listen(options: ListenOptions): Promise<Listener> {
     const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, highWaterMark: writeHighWaterMark });
     const onError = (error: Error & { code?: string }) => {
       server.close();
-      const code = error.code ?? "socket_error";
-      const failure = new Error(
-        `Cannot listen on ${hostname}:${port}: ${ERROR_TEXT[code] ?? error.message}`,
-        { cause: error },
-      ) as Error & { code: string };
-      failure.code = code;
-      reject(failure);
+      reject(listenFailure(hostname, port, error.code, error));
     };
     server.once("error", onError);
     server.listen({ host: hostname, port, backlog, exclusive: true }, () => {

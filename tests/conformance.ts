@@ -188,6 +188,36 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
+    // On Deno the kernel's backlog does the waiting: nothing to refuse.
+    test("connections beyond backlog are refused and counted", { ...TIMEOUT, skip: transport.name === "deno" }, async () => {
+      const refusals: string[] = [];
+      await withServer({
+        port: 0,
+        max: 1,
+        backlog: 2,
+        handler: echo,
+        onRefused: (info) => refusals.push(info.remoteAddress.hostname),
+      }, async (server) => {
+        const running = await Client.connect(server.port);
+        await until(() => server.status().num === 1, "one session");
+        const waiting = [await Client.connect(server.port), await Client.connect(server.port)];
+        await until(() => server.status().waiting === 2, "two waiting");
+        const refused = [await Client.connect(server.port), await Client.connect(server.port)];
+        await Promise.all(refused.map((client) => client.whenClosed()));
+        assert.equal(server.status().refused, 2);
+        assert.equal(refusals.length, 2);
+        assert.ok(refusals.every((hostname) => hostname.endsWith("127.0.0.1")));
+        running.end();
+        for (const client of waiting) {
+          await client.write("in");
+          assert.equal(new TextDecoder().decode(await client.received(2)), "in");
+          client.end();
+        }
+        await until(() => server.status().num === 0, "all to end");
+        assert.equal(server.status().accepted, 3);
+      });
+    });
+
     test("serverChildren lists running sessions, which a caller can close", TIMEOUT, async () => {
       await withServer({ port: 0, max: 2, handler: echo }, async (server) => {
         const clients = [await Client.connect(server.port), await Client.connect(server.port)];

@@ -12,6 +12,7 @@ import type {
   SocketAddress,
   Transport,
 } from "../../src/transport.ts";
+import { AcceptQueue } from "../../src/accept_queue.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -199,66 +200,46 @@ export class MemoryConnection implements Connection {
 export class MemoryListener implements Listener {
   readonly localAddress: SocketAddress;
   readonly transport: MemoryTransport;
-  readonly backlog: number;
-  refused = 0;
-  queue: MemoryPeer[] = [];
-  closed = false;
   acceptCalls = 0;
-  #acceptor: ((connection: Connection | null) => void) | undefined;
-
-  readonly options: ListenOptions;
+  // The same accept-ahead wait the Node and Bun adapters use.
+  #queue: AcceptQueue<MemoryConnection>;
 
   constructor(transport: MemoryTransport, port: number, options: ListenOptions) {
     this.transport = transport;
     this.localAddress = { hostname: options.hostname, port };
-    this.backlog = options.backlog;
-    this.options = options;
+    this.#queue = new AcceptQueue(options);
+  }
+
+  get refused(): number {
+    return this.#queue.refused;
   }
 
   get waiting(): number {
-    return this.queue.length;
+    return this.#queue.waiting;
   }
 
   accept(): Promise<Connection | null> {
     this.acceptCalls++;
-    if (this.closed) return Promise.resolve(null);
-    if (this.transport.acceptFailures > 0) {
+    if (!this.#queue.closed && this.transport.acceptFailures > 0) {
       this.transport.acceptFailures--;
       const error = new Error("Too many open files") as Error & { code: string };
       error.code = "EMFILE";
       return Promise.reject(error);
     }
-    const peer = this.queue.shift();
-    if (peer) return Promise.resolve(peer.connection);
-    return new Promise((resolve) => (this.#acceptor = resolve));
+    return this.#queue.take();
   }
 
   close(): Promise<void> {
-    if (!this.closed) {
-      this.closed = true;
-      this.transport.listeners.delete(this.localAddress.port);
-      for (const peer of this.queue.splice(0)) peer.connection.close();
-      const acceptor = this.#acceptor;
-      this.#acceptor = undefined;
-      acceptor?.(null);
-    }
+    this.transport.listeners.delete(this.localAddress.port);
+    this.#queue.close();
     return Promise.resolve();
   }
 
   /** Called by the transport. */
   arrive(peer: MemoryPeer): void {
-    const acceptor = this.#acceptor;
-    if (acceptor) {
-      this.#acceptor = undefined;
-      acceptor(peer.connection);
-    } else if (this.waiting >= this.backlog) {
-      this.refused++;
-      peer.refused = true;
-      peer.connection.close();
-      this.options.onRefused?.(peer.connection.remoteAddress);
-    } else {
-      this.queue.push(peer);
-    }
+    const refusedBefore = this.#queue.refused;
+    this.#queue.offer(peer.connection);
+    peer.refused = this.#queue.refused > refusedBefore;
   }
 }
 
