@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import * as sourceApi from "../mod.ts";
 import type { ServerOptions, Session, SessionHandler, SocketServer, Transport } from "../mod.ts";
 import { encodePacket, type PacketType } from "../src/framing.ts";
+import { concat } from "./support/bytes.ts";
 import { canBind, Client, occupyPort, sleep, until } from "./support/client.ts";
 
 /**
@@ -28,18 +29,8 @@ const echo: SessionHandler = async (session) => {
 };
 
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 function frame(packetType: PacketType, body: Uint8Array | string): Uint8Array {
-  return concat(...encodePacket(packetType, body));
+  return concat(encodePacket(packetType, body));
 }
 
 function bytesOf(length: number, seed = 1): Uint8Array {
@@ -315,7 +306,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       await withServer({ port: 0, max: 1, packet: 4, handler: echo }, async (server) => {
         const client = await Client.connect(server.port);
         const packets = [bytesOf(3 * 1024 * 1024, 7), bytesOf(100, 9), bytesOf(1024 * 1024, 11)];
-        const stream = concat(...packets.map((p) => frame(4, p)));
+        const stream = concat(packets.map((p) => frame(4, p)));
         await client.write(stream);
         const received = await client.received(stream.length, 15_000);
         assert.equal(received.length, stream.length);
@@ -338,9 +329,9 @@ export function conformance(label: string, transport: Transport, api: Api = sour
           await client.writeByteByByte(single);
           assert.deepEqual(await client.received(single.length), single);
           const many = [body(0), body(1), body(packetSize), body(17), body(0)];
-          const coalesced = concat(...many.map((p) => frame(packetType, p)));
+          const coalesced = concat(many.map((p) => frame(packetType, p)));
           await client.write(coalesced);
-          const expected = concat(single, coalesced);
+          const expected = concat([single, coalesced]);
           assert.deepEqual(await client.received(expected.length), expected);
           client.end();
           await client.whenClosed();
@@ -369,7 +360,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
           const tooLong = frame(packetType, body(packetSize + 1));
           // For length-prefixed types the header alone must end the session.
           const sent = packetType === "line" ? tooLong : tooLong.subarray(0, packetType);
-          await client.write(concat(ok, sent));
+          await client.write(concat([ok, sent]));
           assert.deepEqual(await client.whenClosed(), ok, "the packet before is still answered");
           await until(() => server.status().ended.socket_error === 1, "the session to end");
           assert.ok(failure instanceof SocketServerError);
@@ -399,7 +390,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
           const client = await Client.connect(server.port);
           const whole = frame(packetType, body(4));
           const partial = frame(packetType, body(10)).subarray(0, 6);
-          await client.write(concat(whole, partial));
+          await client.write(concat([whole, partial]));
           client.end();
           assert.deepEqual(await client.whenClosed(), whole);
           await until(() => server.status().ended.socket_error === 1, "the session to end");

@@ -10,16 +10,7 @@ import {
   validatePacketSize,
   validatePacketType,
 } from "../src/framing.ts";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+import { concat } from "./support/bytes.ts";
 
 const frame = (type: PacketType, body: Uint8Array | string) => concat(encodePacket(type, body));
 

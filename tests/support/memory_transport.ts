@@ -13,6 +13,7 @@ import type {
   Transport,
 } from "../../src/transport.ts";
 import { AcceptQueue } from "../../src/accept_queue.ts";
+import { concat } from "./bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -51,12 +52,12 @@ export class MemoryPeer {
 
   /** Everything the server wrote, as UTF-8 text. */
   text(): string {
-    return decoder.decode(concatBytes(this.received));
+    return decoder.decode(concat(this.received));
   }
 
   /** Everything the server wrote, as one buffer. */
   bytes(): Uint8Array {
-    return concatBytes(this.received);
+    return concat(this.received);
   }
 
   get closed(): boolean {
@@ -71,8 +72,8 @@ export class MemoryPeer {
 
   /** Resolves once the server has written at least `length` bytes. */
   async whenReceived(length: number): Promise<void> {
-    while (concatBytes(this.received).length < length) {
-      if (this.#closed) throw new Error(`Closed after ${concatBytes(this.received).length} of ${length} bytes`);
+    while (concat(this.received).length < length) {
+      if (this.#closed) throw new Error(`Closed after ${concat(this.received).length} of ${length} bytes`);
       await new Promise<void>((resolve) => {
         this.#onReceive.push(resolve);
         this.#onClose.push(resolve);
@@ -92,16 +93,6 @@ export class MemoryPeer {
     this.#closed = true;
     for (const wake of this.#onClose.splice(0)) wake();
   }
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** The server end of an in-memory connection. */
