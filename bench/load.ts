@@ -23,7 +23,8 @@ interface LoadOptions {
   seconds: number;
 }
 
-interface LoadResult {
+/** What one load run reports (bench/run.ts reads it). */
+export interface LoadResult {
   messages: number;
   bytes: number;
   seconds: number;

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import type { LoadResult } from "./load.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => join(root, "node_modules/.bin", name);
@@ -57,15 +58,6 @@ const SCENARIOS: Scenario[] = [
   { name: "pipe64k", label: "pipelined 64 KiB × 16 in flight", load: { scenario: "pipelined", connections: 8, size: 65536, inflight: 16 } },
   { name: "churn", label: "churn (connect, 1 round trip, close) × 16", load: { scenario: "churn", connections: 16, size: 64, inflight: 1 } },
 ];
-
-interface LoadResult {
-  messages: number;
-  bytes: number;
-  seconds: number;
-  p50Us: number;
-  p99Us: number;
-  errors: number;
-}
 
 // --- Servers
 
