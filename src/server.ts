@@ -328,7 +328,7 @@ export class SocketServer implements RegisteredServer {
   #accepting = false;
   #acceptRetryMs = 0;
   #accepted = 0;
-  #refusedBefore = 0; // refusals counted by listeners closed by suspend()
+  #refusedBefore = 0; // refusals counted by listeners already closed (suspend, stop)
   #nextSessionId = 1;
   #ended: Record<SessionEndReason, number> = {
     normal: 0,
@@ -609,6 +609,7 @@ export class SocketServer implements RegisteredServer {
     this.#state = "stopping";
     const listener = this.#listener;
     this.#listener = undefined;
+    this.#refusedBefore += listener?.refused ?? 0;
     const released = listener?.close();
     let ended = 0;
     if (timeoutMs !== undefined && this.#sessions.size > 0) {

@@ -280,6 +280,7 @@ describe("the session limit", () => {
     } finally {
       await server.stop();
     }
+    assert.equal(server.status().refused, 2, "the count outlives the listener");
   });
 
   test("a failing accept is reported and retried, not spun on", async () => {
