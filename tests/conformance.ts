@@ -292,6 +292,43 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
+    test("peers sending seeded random garbage end only their own sessions", TIMEOUT, async () => {
+      let seed = 42;
+      const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+      for (const packet of [0, 1, 2, 4, "line"] as const) {
+        const reported: unknown[] = [];
+        await withServer({
+          port: 0,
+          max: 8,
+          packet,
+          packetSize: 1000,
+          onError: (error) => reported.push(error),
+          handler: echo,
+        }, async (server) => {
+          const clients = await Promise.all(Array.from({ length: 4 }, () => Client.connect(server.port)));
+          await Promise.all(clients.map(async (client) => {
+            for (let sent = 0; sent < 20_000 && !client.closed;) {
+              const chunk = new Uint8Array(1 + Math.floor(random() * 2000)).map(() => Math.floor(random() * 256));
+              await client.write(chunk).catch(() => {});
+              sent += chunk.length;
+            }
+            client.end();
+            await client.whenClosed();
+          }));
+          await until(() => server.status().num === 0, `packet ${packet}: all garbage sessions to end`);
+          assert.deepEqual(reported, [], "garbage is a peer's fault, never a crash");
+          const ended = server.status().ended;
+          assert.equal(ended.crash, 0);
+          assert.equal(ended.normal + ended.socket_closed + ended.socket_error, 4);
+          const fine = await Client.connect(server.port);
+          const ok = frame(packet === 0 ? 0 : packet, "ok");
+          await fine.write(ok);
+          assert.deepEqual(await fine.received(ok.length), ok, "the server still serves");
+          fine.destroy();
+        });
+      }
+    });
+
     test("a peer that closes ends its session with socket_closed", TIMEOUT, async () => {
       await withServer({ port: 0, max: 1, handler: echo }, async (server) => {
         const client = await Client.connect(server.port);
