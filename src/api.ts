@@ -5,7 +5,7 @@
  * @module
  */
 
-import { SocketServerError } from "./errors.ts";
+import { invalidArgument, SocketServerError } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
 import { defaultServerName, lookup, type RegisteredServer } from "./registry.ts";
 import {
@@ -220,10 +220,7 @@ function retryLater(ref: ServerRef): SocketServerError {
 /** The running server `ref` names, waiting up to `timeoutMs` for one starting. */
 async function find(ref: ServerRef, timeoutMs: number | undefined): Promise<RegisteredServer> {
   if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
-    throw new SocketServerError(
-      `Invalid timeout ${JSON.stringify(timeoutMs)}: expected a number of milliseconds, 0 or more`,
-      "invalid_argument",
-    );
+    throw invalidArgument("timeout", timeoutMs, "a number of milliseconds, 0 or more");
   }
   let server: RegisteredServer | undefined;
   if (typeof ref === "object" && ref !== null) {
@@ -231,10 +228,7 @@ async function find(ref: ServerRef, timeoutMs: number | undefined): Promise<Regi
   } else if (typeof ref === "string" || typeof ref === "number") {
     server = lookup(nameOf(ref));
   } else {
-    throw new SocketServerError(
-      `Invalid server reference ${JSON.stringify(ref)}: expected a server, a name or a port`,
-      "invalid_argument",
-    );
+    throw invalidArgument("server reference", ref, "a server, a name or a port");
   }
   if (server === undefined) throw retryLater(ref);
   if (server.state === "starting") {

@@ -83,3 +83,28 @@ export class SocketServerError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * The `invalid_argument` error for a value a caller passed, showing the value
+ * as JSON where it can be (a bigint, a cyclic object or a function cannot
+ * break the message). Internal to the package.
+ */
+export function invalidArgument(what: string, value: unknown, expected: string): SocketServerError {
+  return new SocketServerError(`Invalid ${what} ${show(value)}: expected ${expected}`, "invalid_argument");
+}
+
+function show(value: unknown): string {
+  if (typeof value === "function") return "a function";
+  if (typeof value === "bigint") return `${value}n`;
+  try {
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json;
+  } catch {
+    // cyclic, or a toJSON that throws: fall back to the kind of value
+  }
+  try {
+    return String(value);
+  } catch {
+    return `a value of type ${typeof value}`;
+  }
+}

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { SocketServerError } from "./errors.ts";
+import { invalidArgument, SocketServerError } from "./errors.ts";
 
 /**
  * How a session's byte stream is cut into packets, as the seed's
@@ -35,12 +35,7 @@ export function validatePacketType(packetType: unknown): PacketType {
   ) {
     return packetType;
   }
-  throw new SocketServerError(
-    `Invalid packet type ${
-      JSON.stringify(packetType)
-    }: expected 0, 1, 2, 4 or "line"`,
-    "invalid_argument",
-  );
+  throw invalidArgument("packet type", packetType, '0, 1, 2, 4 or "line"');
 }
 
 /** Checks a packet size given by a caller; throws a clear error otherwise. */
@@ -51,12 +46,7 @@ export function validatePacketSize(packetSize: unknown): number {
   ) {
     return packetSize;
   }
-  throw new SocketServerError(
-    `Invalid packet size ${
-      JSON.stringify(packetSize)
-    }: expected an integer of 0 or more`,
-    "invalid_argument",
-  );
+  throw invalidArgument("packet size", packetSize, "an integer of 0 or more");
 }
 
 /**
@@ -159,6 +149,9 @@ class LengthPrefixDecoder implements PacketDecoder {
         this.#bodyFilled = 0;
       }
       const take = Math.min(this.#bodyLength - this.#bodyFilled, end - offset);
+      // A header that ends the chunk leaves nothing to keep; skipping the
+      // empty view lets a body that then arrives whole go out uncopied.
+      if (take === 0) return;
       this.#bodyParts.push(chunk.subarray(offset, offset + take));
       this.#bodyFilled += take;
       offset += take;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { SocketServerError } from "./errors.ts";
+import { invalidArgument, SocketServerError } from "./errors.ts";
 import { type PacketType, validatePacketSize, validatePacketType } from "./framing.ts";
 import { defaultServerName, getDefaultTransport, register, type RegisteredServer, unregister } from "./registry.ts";
 import {
@@ -238,15 +238,6 @@ interface ResolvedServerOptions {
   onRefused: ((info: RefusedConnection) => void) | undefined;
 }
 
-function invalid(what: string, value: unknown, expected: string): SocketServerError {
-  let shown: string;
-  try {
-    shown = typeof value === "function" ? "a function" : JSON.stringify(value) ?? String(value);
-  } catch {
-    shown = String(value);
-  }
-  return new SocketServerError(`Invalid ${what} ${shown}: expected ${expected}`, "invalid_argument");
-}
 
 function isInteger(value: unknown, min: number, max: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
@@ -261,20 +252,20 @@ function reportError(error: unknown, session?: Session): void {
 
 function resolveOptions(options: ServerOptions): ResolvedServerOptions {
   if (typeof options !== "object" || options === null) {
-    throw invalid("server options", options, "an object");
+    throw invalidArgument("server options", options, "an object");
   }
   const { name, port = 0, hostname = "0.0.0.0", max, handler, backlog = 4096 } = options;
   if (name !== undefined && (typeof name !== "string" || name === "")) {
-    throw invalid("server name", name, "a non-empty string");
+    throw invalidArgument("server name", name, "a non-empty string");
   }
-  if (!isInteger(port, 0, 65535)) throw invalid("port", port, "an integer from 0 to 65535");
+  if (!isInteger(port, 0, 65535)) throw invalidArgument("port", port, "an integer from 0 to 65535");
   if (typeof hostname !== "string" || hostname === "") {
-    throw invalid("hostname", hostname, "a non-empty string");
+    throw invalidArgument("hostname", hostname, "a non-empty string");
   }
   checkMax(max);
-  if (typeof handler !== "function") throw invalid("handler", handler, "a function");
+  if (typeof handler !== "function") throw invalidArgument("handler", handler, "a function");
   if (!isInteger(backlog, 1, Number.MAX_SAFE_INTEGER)) {
-    throw invalid("backlog", backlog, "an integer of 1 or more");
+    throw invalidArgument("backlog", backlog, "an integer of 1 or more");
   }
   return {
     name,
@@ -295,7 +286,7 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
 }
 
 function checkMax(max: unknown): asserts max is number {
-  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalid("max", max, "an integer of 1 or more");
+  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalidArgument("max", max, "an integer of 1 or more");
 }
 
 /**
@@ -594,7 +585,7 @@ export class SocketServer implements RegisteredServer {
   stop(options?: StopOptions): Promise<StopResult> {
     const timeoutMs = options?.timeoutMs;
     if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
-      return Promise.reject(invalid("stop timeout", timeoutMs, "a number of milliseconds, 0 or more"));
+      return Promise.reject(invalidArgument("stop timeout", timeoutMs, "a number of milliseconds, 0 or more"));
     }
     this.#stopped ??= this.#stop(timeoutMs);
     return this.#stopped;

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { SocketServerError } from "./errors.ts";
+import { invalidArgument, SocketServerError } from "./errors.ts";
 import { createDecoder, encodePacket, type PacketDecoder, type PacketType } from "./framing.ts";
 import type { Connection, SocketAddress } from "./transport.ts";
 
@@ -111,10 +111,7 @@ export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSes
   ) {
     const value = resolved[key];
     if (!(typeof value === "number" && value >= 0 && Number.isFinite(value))) {
-      throw new SocketServerError(
-        `Invalid session option ${key} ${JSON.stringify(value)}: expected a number of 0 or more`,
-        "invalid_argument",
-      );
+      throw invalidArgument(`session option ${key}`, value, "a number of 0 or more");
     }
   }
   return resolved;
@@ -353,10 +350,7 @@ export class Session {
     }
     if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
       return Promise.reject(
-        new SocketServerError(
-          `Invalid recv timeout ${JSON.stringify(timeoutMs)}: expected a number of milliseconds, 0 or more`,
-          "invalid_argument",
-        ),
+        invalidArgument("recv timeout", timeoutMs, "a number of milliseconds, 0 or more"),
       );
     }
     return new Promise((resolve, reject) => {
