@@ -1,15 +1,19 @@
+// Deno's API: https://docs.deno.com/api/deno/~/Deno.listen and
+// https://docs.deno.com/api/deno/~/Deno.Conn
+
 /**
  * The Deno adapter: pico-socket-server's transport on `Deno.listen`.
  *
- * Deno's API: https://docs.deno.com/api/deno/~/Deno.listen and
- * https://docs.deno.com/api/deno/~/Deno.Conn
- *
  * Deno accepts only when asked, so connections the core has not asked for
- * wait in the kernel's accept backlog, un-served, exactly as the seed's did;
- * `refused` and `waiting` stay `0` because the kernel does not count them.
- * Reads go straight from `conn.read()` into buffers handed to the core (no
- * Web Streams); writes go through a queue because `conn.write()` is
- * asynchronous and may write part of a buffer.
+ * wait in the kernel's accept backlog, un-served, exactly as the seed's did
+ * (`backlog` becomes Deno's `tcpBacklog`, which the kernel caps at its
+ * `somaxconn`; past it Linux drops new handshakes, which peers retry);
+ * `refused` and `waiting` stay `0` because the kernel neither refuses nor
+ * counts them for us. Reads go straight from `conn.read()` into buffers
+ * handed to the core (no Web Streams); writes go through a queue because
+ * `conn.write()` is asynchronous and may write part of a buffer. `close()`
+ * first sends what was already written, unless the peer takes none of it for
+ * 5 seconds.
  *
  * @example Serving with the Deno adapter explicitly
  * ```ts
@@ -40,36 +44,33 @@ import type {
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 
-// Local shapes of the few Deno APIs used, so that no Deno types are needed.
-interface DenoAddr {
+// Local shapes of the few Deno APIs used, so that no Deno types are needed
+// (the package type-checks under Node and Bun too).
+interface DenoNetAddr {
   hostname: string;
   port: number;
 }
-interface DenoConn {
-  readonly remoteAddr: DenoAddr;
-  readonly localAddr: DenoAddr;
+interface DenoTcpConn {
+  readonly remoteAddr: DenoNetAddr;
+  readonly localAddr: DenoNetAddr;
   read(buffer: Uint8Array): Promise<number | null>;
   write(data: Uint8Array): Promise<number>;
   close(): void;
   setNoDelay(noDelay?: boolean): void;
   setKeepAlive(keepAlive?: boolean): void;
 }
-interface DenoListener {
-  readonly addr: DenoAddr;
-  accept(): Promise<DenoConn>;
+interface DenoTcpListener {
+  readonly addr: DenoNetAddr;
+  accept(): Promise<DenoTcpConn>;
   close(): void;
 }
-interface DenoNamespace {
-  listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+interface DenoApi {
+  listen(options: { hostname: string; port: number; transport: "tcp"; tcpBacklog: number }): DenoTcpListener;
 }
 
-function deno(): DenoNamespace {
-  const api = (globalThis as { Deno?: DenoNamespace }).Deno;
-  if (api === undefined) throw new Error("The Deno adapter needs Deno: use the adapter of this runtime");
-  return api;
-}
-
-// Deno's error classes by name, and the POSIX codes the core reports.
+// Deno's error classes by name, and the POSIX codes the core reports. Deno 2
+// sets `code` itself on most of them; this covers the ones it leaves bare
+// (NotCapable: no --allow-net) and older releases.
 const CODES: Record<string, string> = {
   AddrInUse: "EADDRINUSE",
   PermissionDenied: "EACCES",
@@ -80,43 +81,60 @@ const CODES: Record<string, string> = {
   BrokenPipe: "EPIPE",
   TimedOut: "ETIMEDOUT",
 };
+
 /** Gives a Deno error the POSIX `code` the core and users test. */
 function withCode(error: unknown): Error & { code?: string } {
   const failure = (error instanceof Error ? error : new Error(String(error))) as Error & { code?: string };
-  if (failure.code === undefined && CODES[failure.name] !== undefined) failure.code = CODES[failure.name];
+  if (typeof failure.code !== "string") {
+    const code = CODES[failure.name] ??
+      // A hostname that does not resolve: Node's name for it.
+      (failure.message.includes("lookup address") ? "ENOTFOUND" : undefined);
+    if (code !== undefined) failure.code = code;
+  }
   return failure;
 }
 
-// Each read gets a buffer of its own, handed to the core with the data. A
-// small read leaves the rest of the buffer for the next read instead of
-// wasting it; below this much room a fresh buffer is taken.
-const READ_BUFFER_SIZE = 64 * 1024;
-const MIN_READ_ROOM = 4 * 1024;
-// Queued chunks up to this size are joined into one write: one op per flush.
-const COALESCE_LIMIT = 64 * 1024;
+// Read buffers. conn.read() needs its buffer before data arrives, so an idle
+// connection holds one while it waits: they start small and grow while reads
+// fill them (bulk transfers), shrink while reads stay small (chatty or idle
+// peers). A read leaves the rest of its buffer for the next read rather than
+// waste it, since chunks handed out never overlap.
+const READ_SIZE_MIN = 2 * 1024;
+const READ_SIZE_FIRST = 4 * 1024;
+const READ_SIZE_MAX = 64 * 1024;
+const READ_ROOM_MIN = 1024;
+// Queued chunks are joined into writes of up to this size: one op (and, with
+// TCP_NODELAY, one segment) for a packet's header and body, or for the many
+// small packets a handler sends in one turn.
+const WRITE_JOIN_MAX = 64 * 1024;
 const SMALL_HEAD = 64;
-// How long close() waits for queued bytes to reach a peer that is not
-// reading before it gives up and closes anyway.
-const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
+// close() lets queued bytes go out first; when the peer takes none of them
+// for this long, it closes anyway and they are lost.
+const CLOSE_STALL_MS = 5_000;
 
 class DenoConnection implements Connection {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
-  #conn: DenoConn;
+  #conn: DenoTcpConn;
   #events: ConnectionEvents | undefined;
-  #closed = false; // close() was called: no more events
-  #released = false; // the Deno resource is closed
+  #closed = false; // close() was called, or the connection failed: no more events
+  #released = false; // Deno's resource is closed
+  #failure: Error | undefined; // a write failure before start(), reported by it
   #paused = false;
-  #reading = false;
-  #inputEnded = false;
+  #reading = false; // the read loop runs (a read may be pending)
+  #ended = false;
+  #held: Uint8Array | undefined; // read after pause(): delivered on resume()
   #readBuffer: Uint8Array = new Uint8Array(0);
-  #writeQueue: Uint8Array[] = [];
+  #readSize = READ_SIZE_FIRST;
+  #queue: Uint8Array[] = [];
   #queuedBytes = 0;
-  #writing = false;
+  #writing = false; // the write loop runs (or is about to)
   #writeHighWaterMark: number;
   #drain = new DrainSignal();
+  #progressAt = 0; // when bytes last went out, once closing
+  #stallTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(conn: DenoConn, writeHighWaterMark: number) {
+  constructor(conn: DenoTcpConn, writeHighWaterMark: number) {
     this.#conn = conn;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
@@ -124,9 +142,15 @@ class DenoConnection implements Connection {
   }
 
   start(events: ConnectionEvents): void {
-    if (this.#closed || this.#events !== undefined) return;
+    if (this.#events !== undefined) return;
     this.#events = events;
-    this.#readLoop();
+    const failure = this.#failure;
+    if (failure !== undefined) {
+      this.#failure = undefined;
+      events.error(failure);
+      return;
+    }
+    if (!this.#closed) this.#read(events);
   }
 
   pause(): void {
@@ -136,33 +160,58 @@ class DenoConnection implements Connection {
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
-    this.#readLoop();
+    const events = this.#events;
+    if (events !== undefined && !this.#reading && !this.#closed && !this.#ended) this.#read(events);
   }
 
-  async #readLoop(): Promise<void> {
-    if (this.#reading || this.#events === undefined) return;
-    const events = this.#events;
+  /** The read loop: one read at a time, only while started and not paused. */
+  async #read(events: ConnectionEvents): Promise<void> {
     this.#reading = true;
     try {
-      while (!this.#closed && !this.#paused && !this.#inputEnded) {
-        if (this.#readBuffer.length < MIN_READ_ROOM) this.#readBuffer = new Uint8Array(READ_BUFFER_SIZE);
-        const buffer = this.#readBuffer;
+      const held = this.#held;
+      if (held !== undefined) {
+        this.#held = undefined;
+        // Delivered on a later microtask, not inside the core's resume() call.
+        await null;
+        if (this.#closed) return;
+        if (this.#paused) {
+          this.#held = held;
+          return;
+        }
+        events.data(held);
+      }
+      const conn = this.#conn;
+      while (!this.#closed && !this.#paused) {
+        let buffer = this.#readBuffer;
+        if (buffer.length < READ_ROOM_MIN) buffer = new Uint8Array(this.#readSize);
         let read: number | null;
         try {
-          read = await this.#conn.read(buffer);
+          read = await conn.read(buffer);
         } catch (error) {
-          // A read cut short by our own close() is not an error.
+          // A read cut short by our own close() (Interrupted) is no error.
           if (!this.#closed) this.#fail(error);
           return;
         }
         if (this.#closed) return;
         if (read === null) {
-          this.#inputEnded = true;
+          this.#ended = true;
           events.end();
           return;
         }
+        if (read === buffer.length) {
+          if (this.#readSize < READ_SIZE_MAX) this.#readSize *= 2;
+        } else if (read <= this.#readSize >>> 3 && this.#readSize > READ_SIZE_MIN) {
+          this.#readSize >>>= 1;
+        }
         this.#readBuffer = buffer.subarray(read);
-        events.data(buffer.subarray(0, read));
+        if (read === 0) continue;
+        const chunk = buffer.subarray(0, read);
+        if (this.#paused) {
+          // Paused while this read was pending: no data until resume().
+          this.#held = chunk;
+          return;
+        }
+        events.data(chunk);
       }
     } finally {
       this.#reading = false;
@@ -171,64 +220,70 @@ class DenoConnection implements Connection {
 
   write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed) return undefined;
-    this.#writeQueue.push(data);
-    this.#queuedBytes += data.length;
-    if (more !== undefined) {
-      this.#writeQueue.push(more);
+    if (data.length > 0) {
+      this.#queue.push(data);
+      this.#queuedBytes += data.length;
+    }
+    if (more !== undefined && more.length > 0) {
+      this.#queue.push(more);
       this.#queuedBytes += more.length;
     }
-    if (!this.#writing) {
-      // Started after the current task, so that the frames of one send (a
-      // header and its body) leave in one write op.
+    if (!this.#writing && this.#queuedBytes > 0) {
       this.#writing = true;
-      queueMicrotask(() => this.#flush());
+      this.#flush();
     }
+    // Even a small write is only queued (conn.write is asynchronous); the
+    // bound is on what waits in the queue.
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
     return this.#drain.wait();
   }
 
+  /** The write loop: writes the queue out, one conn.write at a time. */
   async #flush(): Promise<void> {
-    const queue = this.#writeQueue;
+    // Starts after the current task, so that what a handler sends in one go
+    // leaves in one write.
+    await null;
+    const conn = this.#conn;
+    const queue = this.#queue;
     while (queue.length > 0 && !this.#released) {
-      let chunk = queue[0];
-      if (queue.length > 1 && chunk.length < COALESCE_LIMIT) chunk = this.#coalesce();
+      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#join() : queue[0];
       let written: number;
       try {
-        written = await this.#conn.write(chunk);
+        written = await conn.write(chunk);
       } catch (error) {
+        // Interrupted by our own close, or a peer gone: EPIPE, ECONNRESET.
         this.#writing = false;
-        this.#writeQueue = [];
-        this.#queuedBytes = 0;
-        if (!this.#closed) this.#fail(error);
-        else this.#release();
-        this.#drain.wake();
+        if (this.#closed) this.#release();
+        else this.#fail(error);
         return;
       }
+      if (this.#released) break;
+      if (this.#closed) this.#progressAt = Date.now();
       this.#queuedBytes -= written;
       if (written < chunk.length) queue[0] = chunk.subarray(written);
       else queue.shift();
-      if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain.wake();
+      if (this.#queuedBytes <= this.#writeHighWaterMark && this.#drain.waiting) this.#drain.wake();
     }
     this.#writing = false;
     if (this.#closed) this.#release();
   }
 
-  /** Joins small queued chunks at the head of the queue into one. */
-  #coalesce(): Uint8Array {
-    const queue = this.#writeQueue;
+  /**
+   * Joins whole chunks at the head of the queue into one of up to
+   * WRITE_JOIN_MAX bytes; a packet header (a few bytes) also takes a body of
+   * up to WRITE_JOIN_MAX along. Larger chunks go out as they are, uncopied.
+   */
+  #join(): Uint8Array {
+    const queue = this.#queue;
     let count = 1;
     let length = queue[0].length;
-    // A small head (a packet header) joins the chunk after it whatever that
-    // one's size: copying it costs less than a write op of its own.
-    if (length < SMALL_HEAD) {
-      count = 2;
-      length += queue[1].length;
-    }
-    while (count < queue.length && length + queue[count].length <= COALESCE_LIMIT) {
-      length += queue[count].length;
+    while (count < queue.length) {
+      const next = queue[count].length;
+      if (length + next > WRITE_JOIN_MAX && (length >= SMALL_HEAD || next > WRITE_JOIN_MAX)) break;
+      length += next;
       count++;
     }
-    if (count < 2) return queue[0];
+    if (count === 1) return queue[0];
     const joined = new Uint8Array(length);
     let offset = 0;
     for (let i = 0; i < count; i++) {
@@ -240,58 +295,84 @@ class DenoConnection implements Connection {
   }
 
   setNoDelay(noDelay: boolean): void {
-    if (!this.#released) this.#conn.setNoDelay(noDelay);
+    try {
+      if (!this.#released) this.#conn.setNoDelay(noDelay);
+    } catch {
+      // The socket is gone (BadResource): nothing to set.
+    }
   }
 
-  // Deno has no setting for the delay before the first probe: the system's
-  // default applies.
+  // Deno has no setting for the idle delay before the first probe: the
+  // system's default (net.ipv4.tcp_keepalive_time) applies.
   setKeepAlive(keepAlive: boolean, _initialDelayMs: number): void {
-    if (!this.#released) this.#conn.setKeepAlive(keepAlive);
+    try {
+      if (!this.#released) this.#conn.setKeepAlive(keepAlive);
+    } catch {
+      // The socket is gone (BadResource): nothing to set.
+    }
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#held = undefined;
+    this.#failure = undefined;
     if (!this.#writing) {
       this.#release();
       return;
     }
-    // Let bytes already written reach the peer, within a bound.
-    const timer = setTimeout(() => this.#release(), CLOSE_FLUSH_TIMEOUT_MS);
-    (timer as { unref?: () => void }).unref?.();
+    // The core closes right after a handler's last send: let bytes already
+    // queued reach the peer, as long as it keeps taking them.
+    this.#progressAt = Date.now();
+    this.#watchStall(CLOSE_STALL_MS);
+  }
+
+  #watchStall(delay: number): void {
+    this.#stallTimer = setTimeout(() => {
+      this.#stallTimer = undefined;
+      if (this.#released) return;
+      const stalled = Date.now() - this.#progressAt;
+      if (stalled >= CLOSE_STALL_MS) this.#release(); // cancels the pending write
+      else this.#watchStall(CLOSE_STALL_MS - stalled);
+    }, delay);
   }
 
   #fail(error: unknown): void {
     const events = this.#events;
     this.#closed = true;
     this.#release();
-    events?.error(withCode(error));
+    if (events !== undefined) events.error(withCode(error));
+    else this.#failure = withCode(error);
   }
 
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.#writeQueue = [];
+    if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
+    this.#queue.length = 0;
     this.#queuedBytes = 0;
+    this.#readBuffer = new Uint8Array(0);
     try {
+      // Also cancels a pending read or write: they reject with Interrupted,
+      // which the loops above take as the end.
       this.#conn.close();
     } catch {
-      // Already closed by Deno (e.g. after a reset).
+      // Already closed (BadResource).
     }
     this.#drain.wake();
   }
-
 }
 
-class DenoTcpListener implements Listener {
+class DenoListener implements Listener {
   readonly localAddress: SocketAddress;
   readonly refused = 0;
   readonly waiting = 0;
-  #listener: DenoListener;
+  #listener: DenoTcpListener;
   #writeHighWaterMark: number;
+  #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
-  constructor(listener: DenoListener, writeHighWaterMark: number) {
+  constructor(listener: DenoTcpListener, writeHighWaterMark: number) {
     this.#listener = listener;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.localAddress = { hostname: listener.addr.hostname, port: listener.addr.port };
@@ -299,47 +380,68 @@ class DenoTcpListener implements Listener {
 
   async accept(): Promise<Connection | null> {
     if (this.#closed !== undefined) return null;
-    let conn: DenoConn;
+    // Accepting only now leaves every other connection in the kernel's backlog.
+    const accepting = this.#listener.accept();
+    this.#accepting = accepting;
+    let conn: DenoTcpConn;
     try {
-      conn = await this.#listener.accept();
+      conn = await accepting;
     } catch (error) {
-      // A listener closed while accepting rejects with BadResource or
-      // Interrupted: that is the end, not a failure.
+      // A listener closed while accepting rejects with BadResource: the end,
+      // not a failure.
       if (this.#closed !== undefined) return null;
       throw withCode(error);
+    } finally {
+      this.#accepting = undefined;
     }
     if (this.#closed !== undefined) {
-      conn.close();
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
       return null;
     }
     return new DenoConnection(conn, this.#writeHighWaterMark);
   }
 
   close(): Promise<void> {
-    this.#closed ??= new Promise((resolve) => {
-      try {
-        this.#listener.close();
-      } catch {
-        // Already closed.
-      }
-      // A pending accept holds the socket until it is cancelled, which
-      // happens on the next turn of the event loop.
-      setTimeout(resolve, 0);
-    });
-    return this.#closed;
+    return this.#closed ??= this.#close();
+  }
+
+  async #close(): Promise<void> {
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed (BadResource).
+    }
+    // A pending accept holds the socket (and the port) until Deno has
+    // cancelled it; the port is free once that accept has settled.
+    const accepting = this.#accepting;
+    if (accepting !== undefined) await accepting.then(ignore, ignore);
   }
 }
 
+function ignore(): void {}
+
 function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port } = options;
-  let listener: DenoListener;
+  const { hostname, port, backlog, writeHighWaterMark } = options;
+  const deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
+  if (deno === undefined || typeof deno.listen !== "function") {
+    return Promise.reject(
+      new Error("The Deno adapter needs Deno (Deno.listen): use the adapter of the running runtime"),
+    );
+  }
+  let listener: DenoTcpListener;
   try {
-    listener = deno().listen({ hostname, port, transport: "tcp" });
+    // tcpBacklog came with denoland/deno#30541 (2025); older releases ignore
+    // it and keep their own default.
+    listener = deno.listen({ hostname, port, transport: "tcp", tcpBacklog: backlog });
   } catch (error) {
     const cause = withCode(error);
     return Promise.reject(listenFailure(hostname, port, cause.code, cause));
   }
-  return Promise.resolve(new DenoTcpListener(listener, options.writeHighWaterMark));
+  return Promise.resolve(new DenoListener(listener, writeHighWaterMark));
 }
 
 /**
