@@ -1,13 +1,16 @@
+// Bun's TCP API: https://bun.sh/docs/api/tcp
+
 /**
  * The Bun adapter: pico-socket-server's transport on `Bun.listen`.
  *
- * Bun's API: https://bun.sh/docs/api/tcp
+ * Bun accepts connections by itself and calls `open` for each. Connections
+ * the core has not asked for yet are paused at once (`socket.pause()`, so
+ * their bytes stay unread in the kernel) and wait here in arrival order; past
+ * `backlog` of them new ones are closed and counted as refused.
  *
- * Bun accepts connections by itself and calls `open`; connections the core
- * has not asked for yet are paused at once (`socket.pause()`, so unread) and
- * held in arrival order; past `backlog` of them new ones are closed and
- * counted as refused. Bun's `socket.write()` may take only part of the
- * bytes, so each connection keeps its own write queue, flushed on `drain`.
+ * Bun's `socket.write()` buffers nothing: it returns how many bytes the
+ * kernel took, maybe fewer than given. Each connection therefore keeps its
+ * own write queue, flushed from Bun's `drain` handler.
  *
  * @example Serving with the Bun adapter explicitly
  * ```ts
@@ -39,22 +42,27 @@ import { AcceptQueue } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 
-// Local shapes of the few Bun APIs used, so that no Bun types are needed.
+// Local shapes of the few Bun APIs used, so that no Bun types are needed
+// (the package type-checks under Deno and Node too).
 interface BunSocket {
   data: BunConnection | undefined;
-  readonly remoteAddress: string;
-  readonly remotePort?: number;
-  readonly localAddress?: string;
-  readonly localPort: number;
+  // After the socket closed, Bun reports these as undefined.
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+  /** Bytes the kernel took (maybe fewer than given), or -1 once closed. */
   write(data: Uint8Array): number;
-  end(): void;
-  terminate(): void;
-  pause(): void;
-  resume(): void;
-  setNoDelay(noDelay?: boolean): boolean;
-  setKeepAlive(enable?: boolean, initialDelay?: number): boolean;
+  /** With nothing left unsent (Bun buffers nothing): FIN, then close. */
+  end(): unknown;
+  /** Closes at once with a reset. */
+  terminate(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  setNoDelay?(noDelay: boolean): unknown;
+  setKeepAlive?(enable: boolean, initialDelayMs: number): unknown;
 }
-interface BunSocketHandlers {
+interface BunSocketHandler {
   open(socket: BunSocket): void;
   data(socket: BunSocket, data: Uint8Array): void;
   drain(socket: BunSocket): void;
@@ -62,216 +70,364 @@ interface BunSocketHandlers {
   close(socket: BunSocket, error?: Error): void;
   error(socket: BunSocket, error: Error): void;
 }
-interface BunListener {
+interface BunTcpListener {
   readonly hostname: string;
   readonly port: number;
   stop(closeActiveConnections?: boolean): void;
+  getsockname?(out: { address?: string; port?: number }): void;
 }
-interface BunNamespace {
-  listen(options: { hostname: string; port: number; socket: BunSocketHandlers }): BunListener;
+interface BunApi {
+  listen(options: {
+    hostname: string;
+    port: number;
+    allowHalfOpen: boolean;
+    socket: BunSocketHandler;
+  }): BunTcpListener;
 }
 
-function bun(): BunNamespace {
-  const api = (globalThis as { Bun?: BunNamespace }).Bun;
-  if (api === undefined) throw new Error("The Bun adapter needs Bun: use the adapter of this runtime");
-  return api;
-}
+// Queued chunks are joined into writes of up to this size when the queue is
+// flushed: one send for many small packets queued under backpressure.
+const WRITE_JOIN_MAX = 64 * 1024;
+// close() lets queued bytes go out first; when the peer takes none of them
+// for this long, the socket is reset and they are lost.
+const CLOSE_STALL_MS = 5_000;
 
-// How long close() waits for queued bytes to reach a peer that is not
-// reading before it gives up and closes anyway.
-const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
-
-function join(head: Uint8Array, body: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(head.length + body.length);
-  joined.set(head);
-  joined.set(body, head.length);
-  return joined;
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 class BunConnection implements Connection {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #socket: BunSocket;
-  #events: ConnectionEvents | undefined;
-  #closed = false; // close() was called or the socket failed: no more events
-  #gone = false; // Bun reported the socket closed
-  #paused = true;
-  // What happened before start(), replayed when the session starts.
-  // Both made on first use: most connections never need them, and an idle
-  // server's memory is mostly its connections.
-  #early: Array<Uint8Array | Error | "end"> | undefined;
-  #writeQueue: Uint8Array[] | undefined;
-  #queuedBytes = 0;
   #writeHighWaterMark: number;
-  #drain = new DrainSignal();
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #events: ConnectionEvents | undefined;
+  #closed = false; // close() was called or an error delivered: no more events
+  #gone = false; // Bun closed the socket
+  #paused = false; // the core asked for no data
+  #reading = false; // the Bun socket is resumed
+  #ended = false; // end of stream seen (delivered or held)
+  // What arrived while the core could not take it (before start(), while
+  // paused): delivered, in order, on start() and resume(). Made on first use,
+  // since most connections never need it.
+  #held: Uint8Array[] | undefined;
+  #heldEnd = false;
+  #failure: Error | undefined; // a failure before start()
+  #flushScheduled = false;
+  #queue: Uint8Array[] | undefined; // unsent bytes; made on first use
+  #queuedBytes = 0;
+  #drain: DrainSignal | undefined; // made on first backpressure
+  #progressAt = 0; // when queued bytes last went out, once closing
+  #stallTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(socket: BunSocket, writeHighWaterMark: number, localHostname: string) {
+  constructor(socket: BunSocket, writeHighWaterMark: number) {
     this.#socket = socket;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-    this.localAddress = { hostname: socket.localAddress ?? localHostname, port: socket.localPort };
-    // Unread until its session starts.
+    this.localAddress = { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    // Unread until its session starts. (A paused Bun socket still reports a
+    // reset, and may hand over what it read just before; that is held.)
     socket.pause();
   }
 
   start(events: ConnectionEvents): void {
-    if (this.#closed || this.#events !== undefined) return;
+    if (this.#events !== undefined || this.#closed) return;
     this.#events = events;
-    const early = this.#early;
-    this.#early = undefined;
-    for (const item of early ?? []) {
-      if (this.#closed) return;
-      this.#dispatch(item);
-    }
-    if (!this.#closed) this.resume();
+    if (this.#failure !== undefined || this.#held !== undefined || this.#heldEnd) this.#scheduleFlush();
+    if (!this.#paused) this.#read(true);
   }
 
   pause(): void {
-    if (this.#paused || this.#gone) return;
+    if (this.#paused || this.#closed) return;
     this.#paused = true;
-    this.#socket.pause();
+    this.#read(false);
   }
 
   resume(): void {
-    if (!this.#paused || this.#gone || this.#closed) return;
+    if (!this.#paused || this.#closed) return;
     this.#paused = false;
-    this.#socket.resume();
+    if (this.#events === undefined) return;
+    if (this.#held !== undefined || this.#heldEnd) this.#scheduleFlush();
+    this.#read(true);
   }
 
   write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#gone) return undefined;
-    // Bun writes one buffer per call (a syscall each): a header and its body
-    // are joined, one copy being cheaper than a second send.
-    if (more !== undefined) data = join(data, more);
-    if (this.#writeQueue === undefined || this.#writeQueue.length === 0) {
-      const written = this.#socket.write(data);
-      if (written >= data.length) return undefined;
-      data = data.subarray(Math.max(written, 0));
+    const queue = this.#queue;
+    if (queue !== undefined && queue.length > 0) {
+      // Bytes already wait: these go behind them.
+      this.#enqueue(data);
+      if (more !== undefined) this.#enqueue(more);
+      return this.#backpressure();
     }
-    (this.#writeQueue ??= []).push(data);
-    this.#queuedBytes += data.length;
-    if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
-    return this.#drain.wait();
+    const socket = this.#socket;
+    if (more !== undefined) {
+      // The core joins a header and a small body itself; `more` is a large
+      // body, cheaper to send on its own than to copy behind its header.
+      const written = socket.write(data);
+      if (written < 0) return undefined; // closed: Bun's close handler tells why
+      if (written < data.length) {
+        this.#enqueue(data.subarray(written));
+        this.#enqueue(more);
+        return this.#backpressure();
+      }
+      data = more;
+    }
+    const written = socket.write(data);
+    if (written === data.length || written < 0) return undefined;
+    this.#enqueue(data.subarray(written));
+    return this.#backpressure();
   }
 
   setNoDelay(noDelay: boolean): void {
-    if (!this.#gone) this.#socket.setNoDelay(noDelay);
+    if (!this.#gone) this.#socket.setNoDelay?.(noDelay);
   }
 
   setKeepAlive(keepAlive: boolean, initialDelayMs: number): void {
-    if (!this.#gone) this.#socket.setKeepAlive(keepAlive, initialDelayMs);
+    // Bun's initialDelay is in milliseconds, like the contract's.
+    if (!this.#gone) this.#socket.setKeepAlive?.(keepAlive, initialDelayMs);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#early = undefined;
+    this.#held = undefined;
+    this.#heldEnd = false;
+    this.#failure = undefined;
+    // Writers waiting for the queue to drain: the connection has closed.
+    this.#drain?.wake();
     if (this.#gone) return;
-    if (this.#writeQueue === undefined || this.#writeQueue.length === 0) {
+    const queue = this.#queue;
+    if (queue === undefined || queue.length === 0) {
       this.#socket.end();
       return;
     }
-    // The queue is flushed on drain, then the socket ends; bounded.
-    this.#closeTimer = setTimeout(() => this.#terminate(), CLOSE_FLUSH_TIMEOUT_MS);
-    (this.#closeTimer as { unref?: () => void }).unref?.();
+    // The core closes right after a handler's last send: let the queued
+    // bytes reach the peer, as long as it keeps taking them. Reading (and
+    // dropping) meanwhile keeps a peer that is blocked sending able to read.
+    this.#read(true);
+    this.#progressAt = Date.now();
+    this.#watchStall(CLOSE_STALL_MS);
   }
 
   // --- Called by the socket handlers.
 
-  onData(data: Uint8Array): void {
+  onData(chunk: Uint8Array): void {
     if (this.#closed) return;
-    if (this.#events === undefined) (this.#early ??= []).push(data);
-    else this.#events.data(data);
+    // Bun hands each read over in a buffer of its own (it does not reuse
+    // them), so the chunk can go to the core as it is.
+    const events = this.#events;
+    if (events === undefined || this.#paused || this.#held !== undefined) {
+      (this.#held ??= []).push(chunk);
+      return;
+    }
+    events.data(chunk);
   }
 
   onEnd(): void {
-    if (this.#closed) return;
-    if (this.#events === undefined) (this.#early ??= []).push("end");
-    else this.#events.end();
-  }
-
-  onError(error: Error): void {
-    if (this.#closed) return;
-    if (this.#events === undefined) {
-      (this.#early ??= []).push(error);
+    if (this.#closed || this.#ended) return;
+    this.#ended = true;
+    const events = this.#events;
+    if (events === undefined || this.#held !== undefined) {
+      this.#heldEnd = true;
       return;
     }
-    this.#dispatch(error);
+    events.end();
   }
 
   onDrain(): void {
-    const queue = this.#writeQueue;
-    if (queue === undefined) return;
-    while (queue.length > 0 && !this.#gone) {
-      const chunk = queue[0];
-      const written = this.#socket.write(chunk);
-      if (written > 0) this.#queuedBytes -= Math.min(written, chunk.length);
+    const queue = this.#queue;
+    if (queue === undefined || queue.length === 0) return;
+    const socket = this.#socket;
+    while (queue.length > 0) {
+      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#joinHead(queue) : queue[0];
+      const written = socket.write(chunk);
+      if (written < 0) return; // closed: Bun's close handler follows
+      this.#queuedBytes -= written;
+      if (this.#closed && written > 0) this.#progressAt = Date.now();
       if (written < chunk.length) {
-        queue[0] = chunk.subarray(Math.max(written, 0));
+        queue[0] = chunk.subarray(written);
         break;
       }
       queue.shift();
     }
-    if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain.wake();
-    if (queue.length === 0 && this.#closed && !this.#gone) {
-      clearTimeout(this.#closeTimer);
-      this.#socket.end();
+    if (this.#closed) {
+      if (queue.length === 0) {
+        clearTimeout(this.#stallTimer);
+        socket.end();
+      }
+      return;
+    }
+    if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain?.wake();
+  }
+
+  onClose(error: Error | undefined): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    clearTimeout(this.#stallTimer);
+    this.#queue = undefined;
+    this.#queuedBytes = 0;
+    this.#drain?.wake();
+    if (this.#closed) return;
+    // A reset comes as the close handler's error (code "ECONNRESET"); a close
+    // without one, before any FIN was seen, is an end of stream all the same.
+    if (error !== undefined) this.onError(error);
+    else this.onEnd();
+  }
+
+  /** A socket failure, or an exception thrown by a handler Bun called. */
+  onError(error: Error): void {
+    if (this.#closed) return;
+    const failure = asError(error);
+    const events = this.#events;
+    if (events === undefined) {
+      // Reported by start(); the socket is already gone or going.
+      this.#failure ??= failure;
+      this.#held = undefined;
+      this.#heldEnd = false;
+      return;
+    }
+    this.#fail(events, failure);
+  }
+
+  // --- Internals.
+
+  #fail(events: ConnectionEvents, failure: Error): void {
+    this.#closed = true;
+    this.#held = undefined;
+    this.#heldEnd = false;
+    this.#failure = undefined;
+    this.#drain?.wake();
+    if (!this.#gone) this.#socket.terminate();
+    events.error(failure);
+  }
+
+  /** Resumes (`true`) or pauses (`false`) Bun's reads, once per change. */
+  #read(on: boolean): void {
+    if (this.#gone || this.#reading === on) return;
+    this.#reading = on;
+    if (on) this.#socket.resume();
+    else this.#socket.pause();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // On a microtask: not inside the core's start() or resume() call, and
+    // still before Bun can deliver anything newer (that waits in #held).
+    queueMicrotask(() => this.#flush());
+  }
+
+  /** Delivers what was held, in order, while the core takes it. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    const events = this.#events;
+    if (events === undefined || this.#closed) return;
+    const failure = this.#failure;
+    if (failure !== undefined) {
+      this.#fail(events, failure);
+      return;
+    }
+    const held = this.#held;
+    if (held !== undefined) {
+      while (held.length > 0) {
+        if (this.#closed || this.#paused) return;
+        events.data(held.shift()!);
+      }
+      if (this.#held === held) this.#held = undefined;
+    }
+    if (this.#heldEnd && !this.#closed && this.#held === undefined) {
+      this.#heldEnd = false;
+      events.end();
     }
   }
 
-  onClose(error?: Error): void {
-    if (this.#gone) return;
-    this.#gone = true;
-    clearTimeout(this.#closeTimer);
-    this.#writeQueue = undefined;
-    this.#queuedBytes = 0;
-    this.#drain.wake();
-    if (error !== undefined) this.onError(error);
+  #enqueue(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    (this.#queue ??= []).push(chunk);
+    this.#queuedBytes += chunk.length;
   }
 
-  #dispatch(item: Uint8Array | Error | "end"): void {
-    const events = this.#events!;
-    if (item === "end") events.end();
-    else if (item instanceof Error) {
-      this.#closed = true;
-      this.#terminate();
-      events.error(item);
-    } else events.data(item);
+  #backpressure(): Promise<void> | undefined {
+    if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
+    return (this.#drain ??= new DrainSignal()).wait();
   }
 
-  #terminate(): void {
-    if (this.#gone) return;
-    this.#socket.terminate();
+  /**
+   * Joins chunks at the head of the queue into one of up to WRITE_JOIN_MAX
+   * bytes; the last one may be split, its rest staying queued uncopied.
+   */
+  #joinHead(queue: Uint8Array[]): Uint8Array {
+    const joined = new Uint8Array(Math.min(this.#queuedBytes, WRITE_JOIN_MAX));
+    let offset = 0;
+    let count = 0;
+    while (offset < joined.length && count < queue.length) {
+      const chunk = queue[count];
+      const room = joined.length - offset;
+      if (chunk.length <= room) {
+        joined.set(chunk, offset);
+        offset += chunk.length;
+        count++;
+      } else {
+        joined.set(chunk.subarray(0, room), offset);
+        queue[count] = chunk.subarray(room);
+        offset = joined.length;
+      }
+    }
+    queue.splice(0, count, joined);
+    return joined;
   }
 
+  #watchStall(delay: number): void {
+    const timer = setTimeout(() => {
+      this.#stallTimer = undefined;
+      if (this.#gone) return;
+      const stalled = Date.now() - this.#progressAt;
+      if (stalled >= CLOSE_STALL_MS) this.#socket.terminate();
+      else this.#watchStall(CLOSE_STALL_MS - stalled);
+    }, delay);
+    // The socket keeps the process alive while it is open; the timer need not.
+    (timer as { unref?: () => void }).unref?.();
+    this.#stallTimer = timer;
+  }
 }
 
-class BunTcpListener implements Listener {
+/** Bun's handlers for one listener: shared by all its sockets. */
+function handlers(queue: AcceptQueue<BunConnection>, writeHighWaterMark: number): BunSocketHandler {
+  return {
+    open(socket) {
+      const connection = new BunConnection(socket, writeHighWaterMark);
+      socket.data = connection;
+      // Handed out, held, or (past backlog, or after close) closed.
+      queue.offer(connection);
+    },
+    data: (socket, chunk) => socket.data?.onData(chunk),
+    drain: (socket) => socket.data?.onDrain(),
+    end: (socket) => socket.data?.onEnd(),
+    close: (socket, error) => socket.data?.onClose(error),
+    // Bun calls it when one of the handlers above threw.
+    error: (socket, error) => socket.data?.onError(error),
+  };
+}
+
+class BunListener implements Listener {
   readonly localAddress: SocketAddress;
-  #listener: BunListener | undefined;
-  #writeHighWaterMark: number;
+  #server: BunTcpListener;
   #queue: AcceptQueue<BunConnection>;
   #closed: Promise<void> | undefined;
 
-  constructor(options: ListenOptions) {
-    this.#writeHighWaterMark = options.writeHighWaterMark;
-    this.#queue = new AcceptQueue(options);
-    const { hostname, port } = options;
-    const listener = bun().listen({
-      hostname,
-      port,
-      socket: {
-        open: (socket) => this.#onOpen(socket, hostname),
-        data: (socket, data) => socket.data?.onData(data),
-        drain: (socket) => socket.data?.onDrain(),
-        end: (socket) => socket.data?.onEnd(),
-        close: (socket, error) => socket.data?.onClose(error),
-        error: (socket, error) => socket.data?.onError(error),
-      },
-    });
-    this.#listener = listener;
-    this.localAddress = { hostname: listener.hostname, port: listener.port };
+  constructor(server: BunTcpListener, queue: AcceptQueue<BunConnection>) {
+    this.#server = server;
+    this.#queue = queue;
+    // getsockname gives the address bound (e.g. 127.0.0.1 for "localhost");
+    // `hostname` is only the name asked for.
+    const bound: { address?: string; port?: number } = {};
+    try {
+      server.getsockname?.(bound);
+    } catch {
+      // Not available: the name and port Bun reports do.
+    }
+    this.localAddress = { hostname: bound.address ?? server.hostname, port: bound.port ?? server.port };
   }
 
   get refused(): number {
@@ -282,35 +438,55 @@ class BunTcpListener implements Listener {
     return this.#queue.waiting;
   }
 
+  // Bun reports no failed accepts to JavaScript, so this never rejects.
   accept(): Promise<Connection | null> {
     return this.#queue.take();
   }
 
   close(): Promise<void> {
-    this.#closed ??= new Promise((resolve) => {
-      // stop(false) stops listening and releases the port; accepted
-      // sessions are the core's to close.
-      this.#listener?.stop(false);
-      this.#listener = undefined;
+    if (this.#closed === undefined) {
+      // stop(false) closes the listening socket at once, so the port can be
+      // bound again when this resolves; sessions are the core's to close.
+      try {
+        this.#server.stop(false);
+      } catch {
+        // Already stopped.
+      }
       this.#queue.close();
-      setTimeout(resolve, 0);
-    });
+      this.#closed = Promise.resolve();
+    }
     return this.#closed;
-  }
-
-  #onOpen(socket: BunSocket, hostname: string): void {
-    const connection = new BunConnection(socket, this.#writeHighWaterMark, hostname);
-    socket.data = connection;
-    this.#queue.offer(connection);
   }
 }
 
-function listen(options: ListenOptions): Promise<Listener> {
-  try {
-    return Promise.resolve(new BunTcpListener(options));
-  } catch (error) {
-    return Promise.reject(listenFailure(options.hostname, options.port, (error as { code?: string }).code, error));
+/** Bun's listen error as the core reports it: a POSIX code and a clear message. */
+function listenError(hostname: string, port: number, error: unknown): Error {
+  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown };
+  if (typeof code === "string") return listenFailure(hostname, port, code, error);
+  // Bun throws a bare "Failed to listen at <host>" (no code, no errno) only
+  // when the host name does not resolve: Node's ENOTFOUND.
+  if (errno === undefined && error instanceof Error) {
+    return listenFailure(hostname, port, "ENOTFOUND", new Error("host name not found", { cause: error }));
   }
+  return listenFailure(hostname, port, undefined, error);
+}
+
+function listen(options: ListenOptions): Promise<Listener> {
+  const Bun = (globalThis as { Bun?: BunApi }).Bun;
+  if (Bun === undefined || typeof Bun.listen !== "function") {
+    return Promise.reject(new Error("The Bun adapter needs Bun (Bun.listen): use the adapter of the running runtime"));
+  }
+  const { hostname, port, writeHighWaterMark } = options;
+  const queue = new AcceptQueue<BunConnection>(options);
+  let server: BunTcpListener;
+  try {
+    // allowHalfOpen: a peer's FIN ends its input only, so that the session
+    // can still answer; the core closes the connection when it is done.
+    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, writeHighWaterMark) });
+  } catch (error) {
+    return Promise.reject(listenError(hostname, port, error));
+  }
+  return Promise.resolve(new BunListener(server, queue));
 }
 
 /**
