@@ -51,8 +51,10 @@ try {
   fail("the TypeScript compiler reported errors");
 }
 
-// 2. Declarations: tsc rewrites `.ts` specifiers in JavaScript only; point
-// the .d.ts files at the .js files too.
+// 2. Declarations: tsc rewrites `.ts` specifiers in JavaScript only
+// (rewriteRelativeImportExtensions); point the .d.ts files at the .js files
+// too. And the JSDoc examples, written for JSR, import
+// "@pico/socket-server[/…]": npm users' editors show "pico-socket-server[/…]".
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);
@@ -60,22 +62,25 @@ function walk(dir: string): string[] {
   });
 }
 const relativeTs = /(from\s+|import\s*\(\s*)(["'])(\.{1,2}\/[^"']+)\.ts\2/g;
+const stillTs = /(?:from\s+|import\s*\(\s*)["']\.{1,2}\/[^"']+\.ts["']/;
+const jsrName = new RegExp(`(["'])${denoJson.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(?=["'/])`, "g");
 for (const file of walk(out)) {
-  if (!file.endsWith(".d.ts")) continue;
+  if (!file.endsWith(".js") && !file.endsWith(".d.ts")) continue;
   const text = readFileSync(file, "utf8");
-  const fixed = text.replace(relativeTs, (_, prefix, quote, path) => `${prefix}${quote}${path}.js${quote}`);
-  if (fixed !== text) writeFileSync(file, fixed);
-  if (relativeTs.test(fixed)) fail(`${relative(root, file)} still imports .ts files`);
-}
-for (const file of walk(out)) {
-  if (file.endsWith(".js") && /from\s+["']\.{1,2}\/[^"']+\.ts["']/.test(readFileSync(file, "utf8"))) {
-    fail(`${relative(root, file)} still imports .ts files`);
+  let fixed = text.replace(jsrName, `$1${NPM_NAME}`);
+  if (file.endsWith(".d.ts")) {
+    fixed = fixed.replace(relativeTs, (_, prefix, quote, path) => `${prefix}${quote}${path}.js${quote}`);
   }
+  if (fixed !== text) writeFileSync(file, fixed);
+  if (stillTs.test(fixed)) fail(`${relative(root, file)} still imports .ts files`);
 }
 
 // 3. package.json, from deno.json.
 const toJs = (path: string) => path.replace(/\.ts$/, ".js");
 const toDts = (path: string) => path.replace(/\.ts$/, ".d.ts");
+// `types` and `import` for TypeScript and ES module imports; `default` for
+// `require()` (Node 20.19+ and 22.12+ load ES modules from it and match the
+// "require" and "default" conditions, not "import").
 const exportsMap: Record<string, { types: string; import: string; default: string }> = {};
 for (const [subpath, path] of Object.entries(denoJson.exports)) {
   exportsMap[subpath] = { types: toDts(path), import: toJs(path), default: toJs(path) };
@@ -108,7 +113,10 @@ const denoKeys = Object.keys(denoJson.exports).sort().join(",");
 const npmKeys = Object.keys(written.exports).sort().join(",");
 if (denoKeys !== npmKeys) fail(`exports disagree: deno.json has ${denoKeys}, package.json has ${npmKeys}`);
 for (const [subpath, target] of Object.entries(written.exports)) {
-  if (target.import !== toJs(denoJson.exports[subpath])) fail(`export ${subpath} points elsewhere than deno.json`);
+  const source = denoJson.exports[subpath];
+  if (target.import !== toJs(source) || target.default !== toJs(source) || target.types !== toDts(source)) {
+    fail(`export ${subpath} points elsewhere than deno.json's ${source}`);
+  }
   for (const file of [target.types, target.import]) {
     if (!existsSync(join(out, file))) fail(`export ${subpath} names ${file}, which the build did not produce`);
   }

@@ -2,16 +2,20 @@
 // into a fresh temporary project (offline: the package has no
 // dependencies), and there run an echo server plus client written against
 // `import ... from "pico-socket-server"` on Node (the LTS from
-// devDependencies and the machine's own), Bun and Deno, a `require()` of it
-// from CommonJS on Node, and a type check of a TypeScript consumer against
-// the installed types. Exits non-zero on any failure; prints
-// `N passed, N failed`.
+// devDependencies and the machine's own), Bun and Deno; from CommonJS on
+// Node, a `require()` of it (where Node loads ES modules from `require`:
+// 20.19+, 22.12+, 23+) and an `await import()` of it (every Node); and a type
+// check of a TypeScript consumer against the installed types (tsc,
+// moduleResolution nodenext), both with the DOM library only (as Deno and
+// Bun projects) and with @types/node (as Node projects). Exits non-zero on
+// any failure; prints `N passed, N failed`.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { findSystemNode, requiresEsm } from "./system_node.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => join(root, "node_modules/.bin", name);
@@ -78,13 +82,24 @@ await server.stop();
 console.log(\`echo \${reply} from \${server.name} (max \${max}, num \${num})\`);
 `,
   );
-  // CommonJS: require() of the ES module package (Node >= 20.19 / 22.12).
+  // CommonJS: require() of the ES module package (Node 20.19+, 22.12+, 23+),
+  // and import() from CommonJS, which every Node can do.
   writeFileSync(
     join(project, "require.cjs"),
     `const { startServer, SocketServerError } = require("pico-socket-server");
 const { nodeTransport } = require("pico-socket-server/node");
 startServer({ hostname: "127.0.0.1", port: 0, max: 1, transport: nodeTransport, handler: () => {} })
   .then(async (server) => { await server.stop(); console.log("require ok", typeof SocketServerError); });
+`,
+  );
+  writeFileSync(
+    join(project, "import.cjs"),
+    `(async () => {
+  const { startServer, SocketServerError } = await import("pico-socket-server");
+  const server = await startServer({ hostname: "127.0.0.1", port: 0, max: 1, handler: () => {} });
+  await server.stop();
+  console.log("import() ok", typeof SocketServerError);
+})();
 `,
   );
   // A TypeScript consumer, type-checked against the installed declarations.
@@ -105,8 +120,10 @@ console.log(status.num, code, bunTransport.name, denoTransport.name);
 await server.stop({ timeoutMs: 100 });
 `,
   );
-  writeFileSync(
-    join(project, "tsconfig.json"),
+  // Two consumer projects: the DOM library and no Node types (as in Deno or
+  // Bun projects), and es2022 with @types/node (as in Node projects; linked
+  // from this repository's node_modules, nothing is downloaded).
+  const tsconfig = (lib: string[], types: string[]) =>
     JSON.stringify({
       compilerOptions: {
         strict: true,
@@ -114,26 +131,33 @@ await server.stop({ timeoutMs: 100 });
         target: "es2022",
         module: "nodenext",
         moduleResolution: "nodenext",
-        lib: ["es2022", "dom"],
-        types: [],
+        lib,
+        types,
       },
       files: ["consumer.ts"],
-    }),
-  );
+    });
+  writeFileSync(join(project, "tsconfig.dom.json"), tsconfig(["es2022", "dom"], []));
+  writeFileSync(join(project, "tsconfig.node.json"), tsconfig(["es2022"], ["node"]));
+  mkdirSync(join(project, "node_modules/@types"), { recursive: true });
+  symlinkSync(join(root, "node_modules/@types/node"), join(project, "node_modules/@types/node"), "dir");
 
-  const systemNode = ["/usr/local/bin/node", "/usr/bin/node"].find(existsSync);
-  check(`import on Node ${execFileSync(bin("node"), ["--version"], { encoding: "utf8" }).trim()}`, bin("node"), ["echo.mjs"], "echo hello");
-  check("require() on the same Node", bin("node"), ["require.cjs"], "require ok function");
-  if (systemNode) {
-    const version = execFileSync(systemNode, ["--version"], { encoding: "utf8" }).trim();
-    check(`import on the machine's Node ${version}`, systemNode, ["echo.mjs"], "echo hello");
-    check(`require() on the machine's Node ${version}`, systemNode, ["require.cjs"], "require ok function");
-  } else {
-    console.log("# no Node outside node_modules on this machine: skipped");
+  const node = { path: bin("node"), version: execFileSync(bin("node"), ["--version"], { encoding: "utf8" }).trim() };
+  const systemNode = findSystemNode();
+  if (systemNode === undefined) {
+    console.log("# no Node outside node_modules on this machine (or PICO_SYSTEM_NODE=none): skipped there");
+  }
+  const nodes = systemNode === undefined ? [node] : [node, systemNode];
+  for (const { path, version } of nodes) {
+    const which = path === node.path ? "Node" : "the machine's Node";
+    check(`import on ${which} ${version}`, path, ["echo.mjs"], "echo hello");
+    if (requiresEsm(version)) check(`require() on ${which} ${version}`, path, ["require.cjs"], "require ok function");
+    else console.log(`# require() of ES modules needs Node 20.19+, 22.12+ or 23+: not on ${version}`);
+    check(`import() from CommonJS on ${which} ${version}`, path, ["import.cjs"], "import() ok function");
   }
   check("import on Bun", bin("bun"), ["echo.mjs"], "echo hello");
   check("import on Deno", bin("deno"), ["run", "-A", "echo.mjs"], "echo hello");
-  check("a TypeScript consumer type-checks against the installed types", bin("tsc"), ["-p", "tsconfig.json"], "");
+  check("a TypeScript consumer type-checks (nodenext, DOM library, no Node types)", bin("tsc"), ["-p", "tsconfig.dom.json"], "");
+  check("a TypeScript consumer type-checks (nodenext, @types/node)", bin("tsc"), ["-p", "tsconfig.node.json"], "");
   const installed = JSON.parse(readFileSync(join(project, "node_modules/pico-socket-server/package.json"), "utf8"));
   console.log(`installed pico-socket-server@${installed.version} with exports ${Object.keys(installed.exports).join(", ")}`);
 } finally {

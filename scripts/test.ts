@@ -7,8 +7,9 @@
 // `npm ci` installed into node_modules/.bin.
 
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { findSystemNode } from "./system_node.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => `${root}node_modules/.bin/${name}`;
@@ -20,6 +21,10 @@ const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
 
 interface Step {
   label: string;
+  /** When set, the step is not run and this says why. */
+  skip?: string;
+  /** Runs before the command (e.g. clears an output directory). */
+  before?: () => void;
   command: string;
   args: string[];
   /** Extra environment variables. */
@@ -55,8 +60,8 @@ const plainCount = (output: string) => ({
 });
 // The machine's own Node, outside node_modules, if there is one: the npm
 // build is tested there too, from a compiled copy of its test (an older Node
-// cannot run TypeScript).
-const systemNode = ["/usr/local/bin/node", "/usr/bin/node"].find((path) => existsSync(path));
+// cannot run TypeScript), compiled afresh into .npm-tests/.
+const systemNode = findSystemNode();
 
 const steps: Step[] = [
   {
@@ -105,9 +110,15 @@ const steps: Step[] = [
     args: ["--test", "--test-reporter=spec", "tests/npm_build.test.ts"],
     count: nodeCount,
   },
-  ...(systemNode === undefined ? [] : [
+  ...(systemNode === undefined ? [{
+    label: "machine's node: the conformance suite against the npm build",
+    skip: "no node outside node_modules (PATH, /usr/local/bin, /usr/bin), or PICO_SYSTEM_NODE=none",
+    command: "",
+    args: [],
+  }] : [
     {
-      label: "compile the npm build's test for the machine's Node",
+      label: `compile the npm build's test for the machine's Node (${systemNode.version})`,
+      before: () => rmSync(`${root}.npm-tests`, { recursive: true, force: true }),
       command: bin("tsc"),
       args: [
         "--outDir", ".npm-tests", "--rootDir", ".", "--strict", "--rewriteRelativeImportExtensions",
@@ -116,8 +127,8 @@ const steps: Step[] = [
       ],
     },
     {
-      label: `machine's node (${systemNode}): the conformance suite against the npm build`,
-      command: systemNode,
+      label: `machine's node (${systemNode.path}, ${systemNode.version}): the conformance suite against the npm build`,
+      command: systemNode.path,
       args: ["--test", ".npm-tests/tests/npm_build.test.js"],
       env: { PICO_NPM_DIR: `${root}npm` },
       count: nodeCount,
@@ -133,6 +144,10 @@ const steps: Step[] = [
     label: "JSR: deno doc --lint",
     command: bin("deno"),
     args: ["doc", "--lint", "mod.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
+    // Without package.json, deno doc takes node:* types from its own copy of
+    // @types/node: with node_modules/@types/node it prints ~80 warnings, one
+    // per `/// <reference path>` in its index.d.ts (denoland/deno#36751).
+    env: { DENO_NO_PACKAGE_JSON: "1" },
   },
   {
     label: "JSR: deno publish --dry-run",
@@ -167,8 +182,13 @@ let passed = 0;
 let failed = 0;
 const failedSteps: string[] = [];
 for (const step of steps) {
+  if (step.skip !== undefined) {
+    console.log(`\n=== ${step.label}: skipped (${step.skip})`);
+    continue;
+  }
   console.log(`\n=== ${step.label}`);
   const started = Date.now();
+  step.before?.();
   const { code, output } = await run(step);
   const counts = step.count?.(output);
   if (counts) {
