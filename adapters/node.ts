@@ -62,6 +62,28 @@ function closeWindow(): void {
   for (const connection of connections) flushBatch(connection);
 }
 
+// The connection a socket belongs to, for the listeners below: they are
+// shared by every socket (`this` is the socket), so an idle connection
+// carries no closures of its own.
+const CONNECTION = Symbol("pico-socket-server connection");
+type OwnedSocket = Socket & { [CONNECTION]?: NodeConnection };
+
+function onSocketError(this: OwnedSocket, error: Error): void {
+  this[CONNECTION]?.onError(error);
+}
+function onSocketEnd(this: OwnedSocket): void {
+  this[CONNECTION]?.onEnd();
+}
+function onSocketData(this: OwnedSocket, chunk: Uint8Array): void {
+  this[CONNECTION]?.onData(chunk);
+}
+function onSocketClose(this: OwnedSocket): void {
+  this[CONNECTION]?.onClose();
+}
+function onSocketDrain(this: OwnedSocket): void {
+  this[CONNECTION]?.onDrain();
+}
+
 class NodeConnection implements Connection {
   static {
     flushBatch = (connection) => connection.#flushBatch();
@@ -69,13 +91,13 @@ class NodeConnection implements Connection {
 
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
-  #socket: Socket;
+  #socket: OwnedSocket;
   #events: ConnectionEvents | undefined;
   #closed = false;
   // What happened before start(), replayed when the session starts.
   #earlyError: Error | undefined;
   #earlyEnd = false;
-  #drain = new DrainSignal();
+  #drain: DrainSignal | undefined; // made on first backpressure
   #awaitingDrain = false;
   #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
@@ -83,23 +105,19 @@ class NodeConnection implements Connection {
   #writeHighWaterMark: number;
 
   constructor(socket: Socket, writeHighWaterMark: number) {
-    this.#socket = socket;
+    const owned = socket as OwnedSocket;
+    this.#socket = owned;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     this.localAddress = { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    owned[CONNECTION] = this;
     // Attached at once: an error on a socket without a listener would crash
     // the process, even while the socket is still waiting to be accepted.
-    socket.on("error", (error) => {
-      if (this.#closed) return;
-      if (this.#events === undefined) {
-        this.#earlyError ??= error;
-        return;
-      }
-      const events = this.#events;
-      this.close();
-      events.error(error);
-    });
-    socket.on("close", () => this.#drain.wake());
+    // With pauseOnConnect the socket is not read, but Node still reports a
+    // FIN it already saw: remembered for the session.
+    socket.on("error", onSocketError);
+    socket.on("end", onSocketEnd);
+    socket.on("close", onSocketClose);
   }
 
   start(events: ConnectionEvents): void {
@@ -112,14 +130,42 @@ class NodeConnection implements Connection {
       return;
     }
     const socket = this.#socket;
-    socket.on("data", (chunk: Uint8Array) => {
-      if (!this.#closed) events.data(chunk);
-    });
-    socket.on("end", () => {
-      if (!this.#closed) events.end();
-    });
+    socket.on("data", onSocketData);
     if (this.#earlyEnd) events.end();
     socket.resume();
+  }
+
+  // --- Called by the socket listeners.
+
+  onData(chunk: Uint8Array): void {
+    if (!this.#closed) this.#events?.data(chunk);
+  }
+
+  onEnd(): void {
+    if (this.#closed) return;
+    const events = this.#events;
+    if (events === undefined) this.#earlyEnd = true;
+    else events.end();
+  }
+
+  onError(error: Error): void {
+    if (this.#closed) return;
+    const events = this.#events;
+    if (events === undefined) {
+      this.#earlyError ??= error;
+      return;
+    }
+    this.close();
+    events.error(error);
+  }
+
+  onClose(): void {
+    this.#drain?.wake();
+  }
+
+  onDrain(): void {
+    this.#awaitingDrain = false;
+    this.#drain?.wake();
   }
 
   pause(): void {
@@ -161,7 +207,7 @@ class NodeConnection implements Connection {
       }
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
-    const drained = this.#drain.wait();
+    const drained = (this.#drain ??= new DrainSignal()).wait();
     if (this.#batch === undefined) this.#wakeWhenDrained();
     return drained;
   }
@@ -171,13 +217,13 @@ class NodeConnection implements Connection {
   #flushBatch(): void {
     const batch = this.#batch;
     if (batch === undefined || batch.length === 0) {
-      if (this.#drain.waiting) this.#wakeWhenDrained();
+      if (this.#drain?.waiting) this.#wakeWhenDrained();
       return;
     }
     this.#batch = undefined;
     this.#batchBytes = 0;
     const socket = this.#socket;
-    if (socket.destroyed) return this.#drain.wake();
+    if (socket.destroyed) return this.#drain?.wake();
     if (batch.length === 1) {
       socket.write(batch[0]);
     } else {
@@ -185,18 +231,15 @@ class NodeConnection implements Connection {
       for (const chunk of batch) socket.write(chunk);
       socket.uncork();
     }
-    if (this.#drain.waiting) this.#wakeWhenDrained();
+    if (this.#drain?.waiting) this.#wakeWhenDrained();
   }
 
   #wakeWhenDrained(): void {
     const socket = this.#socket;
-    if (socket.writableLength <= this.#writeHighWaterMark) this.#drain.wake();
+    if (socket.writableLength <= this.#writeHighWaterMark) this.#drain?.wake();
     else if (!this.#awaitingDrain) {
       this.#awaitingDrain = true;
-      socket.once("drain", () => {
-        this.#awaitingDrain = false;
-        this.#drain.wake();
-      });
+      socket.once("drain", onSocketDrain);
     }
   }
 
@@ -225,11 +268,6 @@ class NodeConnection implements Connection {
       clearTimeout(timer);
       socket.destroy();
     });
-  }
-
-  /** Records an end of stream that happened while the socket waited. */
-  markEarlyEnd(): void {
-    this.#earlyEnd = true;
   }
 
 }
@@ -279,11 +317,7 @@ class NodeListener implements Listener {
       socket.destroy();
       return;
     }
-    const connection = new NodeConnection(socket, this.#writeHighWaterMark);
-    // With pauseOnConnect the socket is not read, but Node still reports a
-    // FIN it already saw; remember it for the session.
-    socket.once("end", () => connection.markEarlyEnd());
-    this.#queue.offer(connection);
+    this.#queue.offer(new NodeConnection(socket, this.#writeHighWaterMark));
   }
 }
 

@@ -33,9 +33,11 @@ function measure(packetSize: number, totalBytes: number, rounds: number) {
   for (let round = 0; round < rounds; round++) {
     packets = 0;
     let checksum = 0;
-    const decoder = createDecoder(4, 0, (packet) => {
-      packets++;
-      checksum += packet.length;
+    const decoder = createDecoder(4, 0, {
+      packet(packet) {
+        packets++;
+        checksum += packet.length;
+      },
     });
     const started = performance.now();
     for (const chunk of chunks) decoder.push(chunk);

@@ -50,7 +50,7 @@ export function validatePacketSize(packetSize: unknown): number {
 }
 
 /**
- * Cuts a byte stream into packets. `push` calls `onPacket` once per whole
+ * Cuts a byte stream into packets. `push` gives the sink each whole
  * packet, in order; `finish` is called at end of stream. Both throw a
  * {@linkcode SocketServerError} (`packet_too_large`, `truncated_packet`) when
  * the peer breaks the framing; after that the decoder must not be used.
@@ -62,15 +62,29 @@ export interface PacketDecoder {
   finish(): void;
 }
 
-/** Makes the decoder for a packet type, delivering packets to `onPacket`. */
-export function createDecoder(
-  packetType: PacketType,
-  packetSize: number,
-  onPacket: (packet: Uint8Array) => void,
-): PacketDecoder {
-  if (packetType === 0) return { push: onPacket, finish() {} };
-  if (packetType === "line") return new LineDecoder(packetSize, onPacket);
-  return new LengthPrefixDecoder(packetType, packetSize, onPacket);
+/** Where a decoder delivers whole packets, in order. */
+export interface PacketSink {
+  /** Takes one whole packet; it may be a view into a pushed chunk. */
+  packet(packet: Uint8Array): void;
+}
+
+/** Makes the decoder for a packet type, delivering packets to `sink`. */
+export function createDecoder(packetType: PacketType, packetSize: number, sink: PacketSink): PacketDecoder {
+  if (packetType === 0) return new RawDecoder(sink);
+  if (packetType === "line") return new LineDecoder(packetSize, sink);
+  return new LengthPrefixDecoder(packetType, packetSize, sink);
+}
+
+/** Packet type 0: each chunk is a packet. */
+class RawDecoder implements PacketDecoder {
+  #sink: PacketSink;
+  constructor(sink: PacketSink) {
+    this.#sink = sink;
+  }
+  push(chunk: Uint8Array): void {
+    this.#sink.packet(chunk);
+  }
+  finish(): void {}
 }
 
 /** Joins parts into one buffer of `length` bytes (the only copy made). */
@@ -95,10 +109,10 @@ function tooLarge(length: number, packetSize: number): SocketServerError {
 class LengthPrefixDecoder implements PacketDecoder {
   #headerLength: 1 | 2 | 4;
   #packetSize: number;
-  #onPacket: (packet: Uint8Array) => void;
-  // Header bytes received so far when a header is split across chunks.
-  #header = new Uint8Array(4);
+  #sink: PacketSink;
+  // A header split across chunks: its bytes so far, and their value.
   #headerFilled = 0;
+  #headerValue = 0;
   // Length of the packet whose body is being collected, or -1 between packets.
   #bodyLength = -1;
   // Body pieces are kept as views and joined once, when the packet is whole:
@@ -109,11 +123,11 @@ class LengthPrefixDecoder implements PacketDecoder {
   constructor(
     headerLength: 1 | 2 | 4,
     packetSize: number,
-    onPacket: (packet: Uint8Array) => void,
+    sink: PacketSink,
   ) {
     this.#headerLength = headerLength;
     this.#packetSize = packetSize;
-    this.#onPacket = onPacket;
+    this.#sink = sink;
   }
 
   push(chunk: Uint8Array): void {
@@ -127,13 +141,15 @@ class LengthPrefixDecoder implements PacketDecoder {
           length = readLength(chunk, offset, headerLength);
           offset += headerLength;
         } else {
-          const take = Math.min(headerLength - this.#headerFilled, end - offset);
-          this.#header.set(chunk.subarray(offset, offset + take), this.#headerFilled);
-          this.#headerFilled += take;
-          offset += take;
+          // Multiplying, not shifting, keeps 32-bit lengths unsigned.
+          while (this.#headerFilled < headerLength && offset < end) {
+            this.#headerValue = this.#headerValue * 256 + chunk[offset++];
+            this.#headerFilled++;
+          }
           if (this.#headerFilled < headerLength) return;
+          length = this.#headerValue;
           this.#headerFilled = 0;
-          length = readLength(this.#header, 0, headerLength);
+          this.#headerValue = 0;
         }
         if (this.#packetSize > 0 && length > this.#packetSize) {
           throw tooLarge(length, this.#packetSize);
@@ -142,7 +158,7 @@ class LengthPrefixDecoder implements PacketDecoder {
           // Whole packet inside this chunk: hand out a view, no copy.
           const packet = length === 0 ? EMPTY : chunk.subarray(offset, offset + length);
           offset += length;
-          this.#onPacket(packet);
+          this.#sink.packet(packet);
           continue;
         }
         this.#bodyLength = length;
@@ -159,7 +175,7 @@ class LengthPrefixDecoder implements PacketDecoder {
         const packet = concat(this.#bodyParts, this.#bodyLength);
         this.#bodyParts = [];
         this.#bodyLength = -1;
-        this.#onPacket(packet);
+        this.#sink.packet(packet);
       }
     }
   }
@@ -190,13 +206,13 @@ function readLength(bytes: Uint8Array, offset: number, headerLength: number): nu
 
 class LineDecoder implements PacketDecoder {
   #packetSize: number;
-  #onPacket: (packet: Uint8Array) => void;
+  #sink: PacketSink;
   #parts: Uint8Array[] = [];
   #partsLength = 0;
 
-  constructor(packetSize: number, onPacket: (packet: Uint8Array) => void) {
+  constructor(packetSize: number, sink: PacketSink) {
     this.#packetSize = packetSize;
-    this.#onPacket = onPacket;
+    this.#sink = sink;
   }
 
   push(chunk: Uint8Array): void {
@@ -220,7 +236,7 @@ class LineDecoder implements PacketDecoder {
       if (this.#packetSize > 0 && length > this.#packetSize) {
         throw tooLarge(length, this.#packetSize);
       }
-      this.#onPacket(length === line.length ? line : line.subarray(0, length));
+      this.#sink.packet(length === line.length ? line : line.subarray(0, length));
     }
     if (offset < chunk.length) {
       const rest = offset === 0 ? chunk : chunk.subarray(offset);

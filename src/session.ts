@@ -5,8 +5,8 @@
  */
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
-import { createDecoder, encodePacket, type PacketDecoder, type PacketType } from "./framing.ts";
-import type { Connection, SocketAddress } from "./transport.ts";
+import { createDecoder, encodePacket, type PacketDecoder, type PacketSink, type PacketType } from "./framing.ts";
+import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
 
 /**
  * Why a session ended, mirroring the seed's exits:
@@ -126,18 +126,62 @@ export interface SessionInit {
   options: ResolvedSessionOptions;
 }
 
-type Waiter = {
-  // Resolved with a packet (or null at the end), or, for the async
-  // iterator, with the iterator result itself: one promise per packet.
-  resolve: (value: Uint8Array | null | IteratorResult<Uint8Array>) => void;
-  reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  forIterator: boolean;
-};
-
 const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: undefined });
 
+// The ways into a session's private methods, set by its static block, for the
+// server and for the small objects below: they keep per-session state to one
+// object each, with their methods on the prototype, so that an idle session
+// carries no closures.
 let shutdown: (session: Session, reason: SocketServerError) => void;
+let onData: (session: Session, chunk: Uint8Array) => void;
+let onEnd: (session: Session) => void;
+let onError: (session: Session, error: Error) => void;
+let deliver: (session: Session, packet: Uint8Array) => void;
+let receive: (session: Session, timeoutMs: number | undefined, forIterator: boolean) => Promise<unknown>;
+
+/** What a session's connection and decoder report to, for that session. */
+class SessionEvents implements ConnectionEvents, PacketSink {
+  readonly session: Session;
+  constructor(session: Session) {
+    this.session = session;
+  }
+  data(chunk: Uint8Array): void {
+    onData(this.session, chunk);
+  }
+  end(): void {
+    onEnd(this.session);
+  }
+  error(error: Error): void {
+    onError(this.session, error);
+  }
+  packet(packet: Uint8Array): void {
+    deliver(this.session, packet);
+  }
+}
+
+/**
+ * The async iterator over a session's packets: a plain one over recv(), since
+ * an async generator would add promises and a suspended frame to every
+ * packet. Leaving the loop early (break) ends the iteration, not the session.
+ */
+class PacketIterator implements AsyncIterableIterator<Uint8Array> {
+  #session: Session;
+  #done = false;
+  constructor(session: Session) {
+    this.#session = session;
+  }
+  next(): Promise<IteratorResult<Uint8Array>> {
+    if (this.#done) return Promise.resolve(DONE);
+    return receive(this.#session, undefined, true) as Promise<IteratorResult<Uint8Array>>;
+  }
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.#done = true;
+    return Promise.resolve(DONE);
+  }
+  [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    return this;
+  }
+}
 
 // One settled promise serves every send() that needs no waiting.
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -216,7 +260,13 @@ export class Session {
   #queueHead = 0;
   #queuedBytes = 0;
   #paused = false;
-  #waiter: Waiter | null = null;
+  // The pending recv(): resolved with a packet (or null at the end), or, for
+  // the async iterator, with the iterator result itself (one promise per
+  // packet). `#resolve` is set while one is pending.
+  #resolve: ((value: Uint8Array | null | IteratorResult<Uint8Array>) => void) | undefined;
+  #reject: ((error: Error) => void) | undefined;
+  #recvTimer: ReturnType<typeof setTimeout> | undefined;
+  #forIterator = false;
   // Set once no more packets will arrive: end of stream, or the error that
   // recv() reports once the queue is empty.
   #inputDone = false;
@@ -229,12 +279,16 @@ export class Session {
   #shutdownReason: SocketServerError | undefined;
 
   static {
-    // The server's way in, without a public method or a per-session closure.
     shutdown = (session, reason) => {
       if (session.#shutdownReason !== undefined) return;
       session.#shutdownReason = reason;
       session.#abort?.abort(reason);
     };
+    onData = (session, chunk) => session.#onData(chunk);
+    onEnd = (session) => session.#onEnd();
+    onError = (session, error) => session.#onError(error);
+    deliver = (session, packet) => session.#deliver(packet);
+    receive = (session, timeoutMs, forIterator) => session.#receive(timeoutMs, forIterator);
   }
 
   /**
@@ -257,7 +311,8 @@ export class Session {
     this.startedAt = Date.now();
     this.#connection = connection;
     this.#readHighWaterMark = options.readHighWaterMark;
-    this.#decoder = createDecoder(init.packetType, init.packetSize, (packet) => this.#deliver(packet));
+    const events = new SessionEvents(this);
+    this.#decoder = createDecoder(init.packetType, init.packetSize, events);
     connection.setNoDelay(options.noDelay);
     if (options.keepAlive) connection.setKeepAlive(true, options.keepAliveDelayMs);
     this.#idleTimeoutMs = options.idleTimeoutMs;
@@ -265,11 +320,7 @@ export class Session {
       this.#lastInputAt = Date.now();
       this.#armIdleTimer(this.#idleTimeoutMs);
     }
-    connection.start({
-      data: (chunk) => this.#onData(chunk),
-      end: () => this.#onEnd(),
-      error: (error) => this.#onError(error),
-    });
+    connection.start(events);
   }
 
   /**
@@ -340,7 +391,7 @@ export class Session {
     if (this.#inputDone || this.#closed) {
       return this.#failure ? Promise.reject(this.#failure) : Promise.resolve(forIterator ? DONE : null);
     }
-    if (this.#waiter !== null) {
+    if (this.#resolve !== undefined) {
       return Promise.reject(
         new SocketServerError(
           `Session ${this.id} already has a recv() pending`,
@@ -354,18 +405,20 @@ export class Session {
       );
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: undefined, forIterator };
+      this.#resolve = resolve;
+      this.#reject = reject;
+      this.#forIterator = forIterator;
       if (timeoutMs !== undefined) {
-        waiter.timer = setTimeout(() => {
-          if (this.#waiter !== waiter) return;
-          this.#waiter = null;
+        const timer = setTimeout(() => {
+          if (this.#recvTimer !== timer) return;
+          this.#clearWaiter();
           reject(raise(
             new SocketServerError(`Session ${this.id} received no packet within ${timeoutMs} ms`, "timeout"),
             "timeout",
           ));
         }, timeoutMs);
+        this.#recvTimer = timer;
       }
-      this.#waiter = waiter;
     });
   }
 
@@ -382,20 +435,7 @@ export class Session {
    * ```
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
-    // A plain iterator over recv(): an async generator would add promises
-    // and a suspended frame to every packet. Leaving the loop early (break)
-    // ends the iteration, not the session.
-    let done = false;
-    const iterator: AsyncIterableIterator<Uint8Array> = {
-      next: (): Promise<IteratorResult<Uint8Array>> =>
-        done ? Promise.resolve(DONE) : this.#receive(undefined, true) as Promise<IteratorResult<Uint8Array>>,
-      return: (): Promise<IteratorResult<Uint8Array>> => {
-        done = true;
-        return Promise.resolve(DONE);
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return new PacketIterator(this);
   }
 
   /**
@@ -485,11 +525,11 @@ export class Session {
 
   #deliver(packet: Uint8Array): void {
     this.packetsIn++;
-    const waiter = this.#waiter;
-    if (waiter !== null) {
-      this.#waiter = null;
-      if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-      waiter.resolve(waiter.forIterator ? { done: false, value: packet } : packet);
+    const resolve = this.#resolve;
+    if (resolve !== undefined) {
+      const forIterator = this.#forIterator;
+      this.#clearWaiter();
+      resolve(forIterator ? { done: false, value: packet } : packet);
       return;
     }
     this.#queue.push(packet);
@@ -565,12 +605,22 @@ export class Session {
   }
 
   #settleWaiter(): void {
-    const waiter = this.#waiter;
-    if (waiter === null) return;
-    this.#waiter = null;
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    if (this.#failure) waiter.reject(this.#failure);
-    else waiter.resolve(waiter.forIterator ? DONE : null);
+    const resolve = this.#resolve;
+    if (resolve === undefined) return;
+    const reject = this.#reject!;
+    const forIterator = this.#forIterator;
+    this.#clearWaiter();
+    if (this.#failure) reject(this.#failure);
+    else resolve(forIterator ? DONE : null);
+  }
+
+  #clearWaiter(): void {
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    if (this.#recvTimer !== undefined) {
+      clearTimeout(this.#recvTimer);
+      this.#recvTimer = undefined;
+    }
   }
 
   #armIdleTimer(delayMs: number): void {

@@ -44,7 +44,7 @@ function bodyFor(type: PacketType, length: number, seed = 0): Uint8Array {
 /** A decoder whose packets are collected (as copies) in `packets`. */
 function collecting(type: PacketType, packetSize: number) {
   const packets: Uint8Array[] = [];
-  const decoder = createDecoder(type, packetSize, (packet) => packets.push(packet.slice()));
+  const decoder = createDecoder(type, packetSize, { packet: (packet) => packets.push(packet.slice()) });
   return { decoder, packets };
 }
 
@@ -246,7 +246,7 @@ function lengthPrefixTests(type: 1 | 2 | 4, limit: number): void {
 
   test("reads the length header as big-endian unsigned", () => {
     const max = type === 4 ? 0xffffffff : 256 ** type - 1;
-    throwsCode(() => createDecoder(type, 100, () => {}).push(new Uint8Array(type).fill(0xff)), "packet_too_large", new RegExp(`^Packet of ${max} bytes`));
+    throwsCode(() => createDecoder(type, 100, { packet: () => {} }).push(new Uint8Array(type).fill(0xff)), "packet_too_large", new RegExp(`^Packet of ${max} bytes`));
     // 0x01 then zeros: 256^(type-1), i.e. the first byte is the most significant.
     const length = 256 ** (type - 1);
     const body = bytesOf(length, 4);
@@ -280,7 +280,7 @@ function lengthPrefixTests(type: 1 | 2 | 4, limit: number): void {
     backing.set(bytes, 13);
     const chunk = backing.subarray(13, 13 + bytes.length);
     const packets: Uint8Array[] = [];
-    createDecoder(type, 0, (packet) => packets.push(packet)).push(chunk);
+    createDecoder(type, 0, { packet: (packet) => packets.push(packet) }).push(chunk);
     assertPackets(packets, bodies);
     assert.equal(packets[0].buffer, chunk.buffer);
     assert.equal(packets[0].byteOffset, 13 + type);
@@ -293,7 +293,7 @@ function lengthPrefixTests(type: 1 | 2 | 4, limit: number): void {
     const first = bytes.subarray(0, type - 1); // empty for type 1
     const second = bytes.slice(type - 1);
     let packet: Uint8Array | undefined;
-    const decoder = createDecoder(type, 0, (p) => (packet = p));
+    const decoder = createDecoder(type, 0, { packet: (p) => (packet = p) });
     decoder.push(first);
     decoder.push(second);
     assertPackets([packet!], [bytesOf(20)]);
@@ -305,7 +305,7 @@ function lengthPrefixTests(type: 1 | 2 | 4, limit: number): void {
     const header = bytes.slice(0, type);
     const body = bytes.slice(type);
     let packet: Uint8Array | undefined;
-    const decoder = createDecoder(type, 0, (p) => (packet = p));
+    const decoder = createDecoder(type, 0, { packet: (p) => (packet = p) });
     decoder.push(header);
     assert.equal(packet, undefined);
     decoder.push(body);
@@ -453,7 +453,7 @@ describe('packet "line"', () => {
   test("a line inside one chunk is a view on that chunk, \\r\\n stripped without copying", () => {
     const chunk = utf8.encode("abc\r\nde\n");
     const packets: Uint8Array[] = [];
-    createDecoder("line", 0, (packet) => packets.push(packet)).push(chunk);
+    createDecoder("line", 0, { packet: (packet) => packets.push(packet) }).push(chunk);
     assert.deepEqual(packets.map(text), ["abc", "de"]);
     for (const packet of packets) assert.equal(packet.buffer, chunk.buffer);
     assert.equal(packets[0].byteOffset, chunk.byteOffset);
@@ -465,7 +465,7 @@ describe("packet 0", () => {
   test("yields each chunk itself, in order, whatever its size", () => {
     const chunks = [bytesOf(3), bytesOf(70_000, 1), bytesOf(1, 2)];
     const seen: Uint8Array[] = [];
-    const decoder = createDecoder(0, 0, (packet) => seen.push(packet));
+    const decoder = createDecoder(0, 0, { packet: (packet) => seen.push(packet) });
     for (const chunk of chunks) decoder.push(chunk);
     decoder.finish();
     assert.equal(seen.length, chunks.length);
@@ -475,12 +475,12 @@ describe("packet 0", () => {
   test("ignores packetSize", () => {
     const chunk = bytesOf(100);
     const seen: Uint8Array[] = [];
-    createDecoder(0, 10, (packet) => seen.push(packet)).push(chunk);
+    createDecoder(0, 10, { packet: (packet) => seen.push(packet) }).push(chunk);
     assert.equal(seen[0], chunk);
   });
 
   test("finish() never throws: there is no framing to truncate", () => {
-    const decoder = createDecoder(0, 0, () => {});
+    const decoder = createDecoder(0, 0, { packet: () => {} });
     decoder.push(bytesOf(5));
     decoder.finish();
   });
