@@ -137,10 +137,13 @@ class BunConnection implements Connection {
     if (!this.#paused) this.#read(true);
   }
 
+  // Lazily: Bun's reads stop only once data arrives while paused. A session
+  // pauses when one large chunk fills its queue and resumes as soon as its
+  // handler takes the packets, usually before Bun reads again; stopping and
+  // restarting the socket each time would cost two system calls for nothing.
   pause(): void {
     if (this.#paused || this.#closed) return;
     this.#paused = true;
-    this.#read(false);
   }
 
   resume(): void {
@@ -219,6 +222,7 @@ class BunConnection implements Connection {
     const events = this.#events;
     if (events === undefined || this.#paused || this.#held !== undefined) {
       (this.#held ??= []).push(chunk);
+      if (this.#paused) this.#read(false);
       return;
     }
     events.data(chunk);

@@ -26,6 +26,19 @@ export type PacketType = 0 | 1 | 2 | 4 | "line";
 const NEWLINE = 10;
 const CARRIAGE_RETURN = 13;
 const EMPTY = new Uint8Array(0);
+// Bodies up to this size are copied behind their header so one write carries
+// both; larger ones go out as two writes rather than being copied.
+const COALESCE_LIMIT = 16 * 1024;
+
+/**
+ * Large packets a decoder delivered with their own length header right in
+ * front of them, in bytes no one else writes (the received chunk, or the
+ * buffer the decoder joined the packet into), mapped to that header's length.
+ * Sent again with the same packet type, as a relay or an echo does, such a
+ * packet goes out together with that header as one buffer: one write, no
+ * copy. The same length in the same number of bytes is the same header.
+ */
+const withHeader = new WeakMap<Uint8Array, number>();
 
 /** Checks a packet type given by a caller; throws a clear error otherwise. */
 export function validatePacketType(packetType: unknown): PacketType {
@@ -137,9 +150,12 @@ class LengthPrefixDecoder implements PacketDecoder {
       if (this.#bodyLength < 0) {
         let length: number;
         const headerLength = this.#headerLength;
+        // Whether the header sits in this chunk, right before the body.
+        let headerHere = false;
         if (this.#headerFilled === 0 && end - offset >= headerLength) {
           length = readLength(chunk, offset, headerLength);
           offset += headerLength;
+          headerHere = true;
         } else {
           // Multiplying, not shifting, keeps 32-bit lengths unsigned.
           while (this.#headerFilled < headerLength && offset < end) {
@@ -158,6 +174,7 @@ class LengthPrefixDecoder implements PacketDecoder {
           // Whole packet inside this chunk: hand out a view, no copy.
           const packet = length === 0 ? EMPTY : chunk.subarray(offset, offset + length);
           offset += length;
+          if (headerHere && length >= COALESCE_LIMIT) withHeader.set(packet, headerLength);
           this.#sink.packet(packet);
           continue;
         }
@@ -172,12 +189,33 @@ class LengthPrefixDecoder implements PacketDecoder {
       this.#bodyFilled += take;
       offset += take;
       if (this.#bodyFilled === this.#bodyLength) {
-        const packet = concat(this.#bodyParts, this.#bodyLength);
+        const packet = this.#join();
         this.#bodyParts = [];
         this.#bodyLength = -1;
         this.#sink.packet(packet);
       }
     }
+  }
+
+  /**
+   * The collected body as one buffer: the one chunk it arrived in whole, or
+   * else its parts copied behind room for its header (the only copy made).
+   */
+  #join(): Uint8Array {
+    const parts = this.#bodyParts;
+    const length = this.#bodyLength;
+    if (parts.length === 1) return parts[0];
+    const headerLength = this.#headerLength;
+    const joined = new Uint8Array(headerLength + length);
+    writeLength(joined, headerLength, length);
+    let offset = headerLength;
+    for (const part of parts) {
+      joined.set(part, offset);
+      offset += part.length;
+    }
+    const packet = joined.subarray(headerLength);
+    if (length >= COALESCE_LIMIT) withHeader.set(packet, headerLength);
+    return packet;
   }
 
   finish(): void {
@@ -193,6 +231,21 @@ class LengthPrefixDecoder implements PacketDecoder {
         "truncated_packet",
       );
     }
+  }
+}
+
+/** Writes `length` big-endian into the first `headerLength` bytes. */
+function writeLength(bytes: Uint8Array, headerLength: number, length: number): void {
+  if (headerLength === 1) {
+    bytes[0] = length;
+  } else if (headerLength === 2) {
+    bytes[0] = length >>> 8;
+    bytes[1] = length & 0xff;
+  } else {
+    bytes[0] = length >>> 24;
+    bytes[1] = (length >>> 16) & 0xff;
+    bytes[2] = (length >>> 8) & 0xff;
+    bytes[3] = length & 0xff;
   }
 }
 
@@ -262,14 +315,13 @@ class LineDecoder implements PacketDecoder {
 
 const encoder = new TextEncoder();
 const LINE_END = new Uint8Array([NEWLINE]);
-// Bodies up to this size are copied behind their header so one write carries
-// both; larger ones go out as two writes rather than being copied.
-const COALESCE_LIMIT = 16 * 1024;
 
 /**
  * Frames `data` for sending: the bytes to write, in order: one buffer, or a
- * header and the body itself (large bodies are not copied). Strings are sent
- * as UTF-8. Throws when the body does not fit the header.
+ * header and the body itself (large bodies are not copied). A large packet a
+ * decoder delivered, sent with the same header length, goes out as one
+ * buffer together with the header it arrived with. Strings are sent as UTF-8.
+ * Throws when the body does not fit the header.
  */
 export function encodePacket(
   packetType: PacketType,
@@ -296,18 +348,12 @@ export function encodePacket(
     );
   }
   const coalesce = length < COALESCE_LIMIT;
-  const framed = new Uint8Array(headerLength + (coalesce ? length : 0));
-  if (headerLength === 1) {
-    framed[0] = length;
-  } else if (headerLength === 2) {
-    framed[0] = length >>> 8;
-    framed[1] = length & 0xff;
-  } else {
-    framed[0] = length >>> 24;
-    framed[1] = (length >>> 16) & 0xff;
-    framed[2] = (length >>> 8) & 0xff;
-    framed[3] = length & 0xff;
+  if (!coalesce && withHeader.get(body) === headerLength) {
+    // A received packet sent on: its own header is right in front of it.
+    return [new Uint8Array(body.buffer, body.byteOffset - headerLength, headerLength + length)];
   }
+  const framed = new Uint8Array(headerLength + (coalesce ? length : 0));
+  writeLength(framed, headerLength, length);
   if (coalesce) {
     framed.set(body, headerLength);
     return [framed];

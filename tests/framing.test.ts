@@ -540,6 +540,58 @@ describe("encodePacket", () => {
     assert.equal(parts2[1], max2);
   });
 
+  /** The packets a fresh decoder delivers for `chunks`, as they are (no copies). */
+  function received(type: PacketType, chunks: Uint8Array[]): Uint8Array[] {
+    const packets: Uint8Array[] = [];
+    const decoder = createDecoder(type, 0, { packet: (packet) => packets.push(packet) });
+    for (const chunk of chunks) decoder.push(chunk);
+    return packets;
+  }
+
+  test("sends a large received packet again with its own header: one buffer, a view on the chunk", () => {
+    for (const type of [2, 4] as const) {
+      const body = bytesOf(20_000, type);
+      const chunk = stream(type, [bytesOf(5), body]);
+      const [, packet] = received(type, [chunk]);
+      const parts = encodePacket(type, packet);
+      assert.equal(parts.length, 1, `packet ${type}`);
+      assert.equal(parts[0].buffer, chunk.buffer, `packet ${type}: no copy`);
+      assert.deepEqual(parts[0], frame(type, body), `packet ${type}`);
+    }
+  });
+
+  test("sends a large packet joined from several chunks again as one buffer with its header", () => {
+    const body = bytesOf(70_000, 9);
+    const bytes = frame(4, body);
+    const [packet] = received(4, [bytes.slice(0, 1_000), bytes.slice(1_000, 40_000), bytes.slice(40_000)]);
+    const parts = encodePacket(4, packet);
+    assert.equal(parts.length, 1);
+    assert.equal(parts[0].buffer, packet.buffer, "the header sits in the packet's own buffer");
+    assert.deepEqual(parts[0], bytes);
+  });
+
+  test("a received packet sent with another header length gets a header of its own", () => {
+    const body = bytesOf(20_000, 4);
+    const [packet] = received(4, [frame(4, body)]);
+    const parts = encodePacket(2, packet);
+    assert.equal(parts.length, 2);
+    assert.deepEqual([...parts[0]], [20_000 >>> 8, 20_000 & 0xff]);
+    assert.equal(parts[1], packet);
+  });
+
+  test("a body whose header arrived in an earlier chunk, and any buffer of the caller's, gets a header of its own", () => {
+    const body = bytesOf(20_000, 6);
+    const bytes = frame(4, body);
+    const [split] = received(4, [bytes.slice(0, 4), bytes.slice(4)]);
+    assert.equal(encodePacket(4, split).length, 2);
+    // The caller's bytes in front look like the header: still not used.
+    const own = bytes.slice().subarray(4);
+    const parts = encodePacket(4, own);
+    assert.equal(parts.length, 2);
+    assert.equal(parts[1], own);
+    assert.deepEqual(concat(parts), bytes);
+  });
+
   test("line appends exactly one \\n and nothing else", () => {
     assert.deepEqual([...frame("line", "hi")], [104, 105, 10]);
     assert.deepEqual([...frame("line", "")], [10]);
