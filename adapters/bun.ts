@@ -41,6 +41,7 @@ import type {
 import { AcceptQueue } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { type Batched, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -85,9 +86,16 @@ interface BunApi {
   }): BunTcpListener;
 }
 
-// Queued chunks are joined into writes of up to this size when the queue is
-// flushed: one send for many small packets queued under backpressure.
+// Queued chunks smaller than JOIN_CHUNK_MAX are joined into writes of up to
+// WRITE_JOIN_MAX bytes when the queue is flushed: one send for the many small
+// packets a handler answers in one turn, or that queue under backpressure.
+// Larger chunks go out as they are, uncopied.
 const WRITE_JOIN_MAX = 64 * 1024;
+const JOIN_CHUNK_MAX = 16 * 1024;
+
+// A connection's second and later writes in a turn wait in its queue and
+// leave together when the turn ends (Bun has no writev).
+const writeWindow = new WriteWindow(setImmediate);
 // close() lets queued bytes go out first; when the peer takes none of them
 // for this long, the socket is reset and they are lost.
 const CLOSE_STALL_MS = 5_000;
@@ -96,7 +104,7 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-class BunConnection implements Connection {
+class BunConnection implements Connection, Batched {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #socket: BunSocket;
@@ -117,6 +125,7 @@ class BunConnection implements Connection {
   #queue: Uint8Array[] | undefined; // unsent bytes; made on first use
   #queuedBytes = 0;
   #drain: DrainSignal | undefined; // made on first backpressure
+  #lastWriteTurn = -1;
   #progressAt = 0; // when queued bytes last went out, once closing
   #stallTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -158,11 +167,20 @@ class BunConnection implements Connection {
     if (this.#closed || this.#gone) return undefined;
     const queue = this.#queue;
     if (queue !== undefined && queue.length > 0) {
-      // Bytes already wait: these go behind them.
+      // Bytes already wait (for Bun's drain, or for the turn's end): these
+      // go behind them.
       this.#enqueue(data);
       if (more !== undefined) this.#enqueue(more);
       return this.#backpressure();
     }
+    // Only small writes are held: a large one costs its system call anyway.
+    const turn = writeWindow.turn();
+    if (this.#lastWriteTurn === turn && more === undefined && data.length < JOIN_CHUNK_MAX) {
+      this.#enqueue(data);
+      writeWindow.hold(this);
+      return this.#backpressure();
+    }
+    this.#lastWriteTurn = turn;
     const socket = this.#socket;
     if (more !== undefined) {
       // The core joins a header and a small body itself; `more` is a large
@@ -239,12 +257,17 @@ class BunConnection implements Connection {
     events.end();
   }
 
+  /** The turn ended: writes what it held back. */
+  flushBatch(): void {
+    if (!this.#gone) this.onDrain();
+  }
+
   onDrain(): void {
     const queue = this.#queue;
     if (queue === undefined || queue.length === 0) return;
     const socket = this.#socket;
     while (queue.length > 0) {
-      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#joinHead(queue) : queue[0];
+      const chunk = queue.length > 1 && queue[0].length < JOIN_CHUNK_MAX ? this.#joinHead(queue) : queue[0];
       const written = socket.write(chunk);
       if (written < 0) return; // closed: Bun's close handler follows
       this.#queuedBytes -= written;
@@ -358,25 +381,24 @@ class BunConnection implements Connection {
   }
 
   /**
-   * Joins chunks at the head of the queue into one of up to WRITE_JOIN_MAX
-   * bytes; the last one may be split, its rest staying queued uncopied.
+   * Joins the small chunks at the head of the queue into one of up to
+   * WRITE_JOIN_MAX bytes, stopping before a large chunk.
    */
   #joinHead(queue: Uint8Array[]): Uint8Array {
-    const joined = new Uint8Array(Math.min(this.#queuedBytes, WRITE_JOIN_MAX));
-    let offset = 0;
     let count = 0;
-    while (offset < joined.length && count < queue.length) {
-      const chunk = queue[count];
-      const room = joined.length - offset;
-      if (chunk.length <= room) {
-        joined.set(chunk, offset);
-        offset += chunk.length;
-        count++;
-      } else {
-        joined.set(chunk.subarray(0, room), offset);
-        queue[count] = chunk.subarray(room);
-        offset = joined.length;
-      }
+    let length = 0;
+    while (count < queue.length) {
+      const next = queue[count].length;
+      if (next >= JOIN_CHUNK_MAX || length + next > WRITE_JOIN_MAX) break;
+      length += next;
+      count++;
+    }
+    if (count < 2) return queue[0];
+    const joined = new Uint8Array(length);
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      joined.set(queue[i], offset);
+      offset += queue[i].length;
     }
     queue.splice(0, count, joined);
     return joined;

@@ -38,29 +38,15 @@ import type {
 import { AcceptQueue } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { type Batched, WriteWindow } from "../src/write_window.ts";
 
 // How long close() waits for queued bytes to reach a peer that is not
 // reading before it gives up and destroys the socket.
 const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
 
-let flushBatch: (connection: NodeConnection) => void;
-
-// The write window, shared by all connections: one setImmediate per turn of
-// the event loop. A connection's first write in a turn goes out at once (no
-// added latency); its later writes in the same turn (a handler answering
-// every packet of a chunk) wait in its batch and leave together, in one
+// A connection's second and later writes in a turn leave together, in one
 // writev, when the turn ends.
-let turn = 0;
-let windowOpen = false;
-let batched: NodeConnection[] = [];
-
-function closeWindow(): void {
-  windowOpen = false;
-  turn++;
-  const connections = batched;
-  batched = [];
-  for (const connection of connections) flushBatch(connection);
-}
+const writeWindow = new WriteWindow(setImmediate);
 
 // The connection a socket belongs to, for the listeners below: they are
 // shared by every socket (`this` is the socket), so an idle connection
@@ -84,10 +70,7 @@ function onSocketDrain(this: OwnedSocket): void {
   this[CONNECTION]?.onDrain();
 }
 
-class NodeConnection implements Connection {
-  static {
-    flushBatch = (connection) => connection.#flushBatch();
-  }
+class NodeConnection implements Connection, Batched {
 
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
@@ -178,13 +161,9 @@ class NodeConnection implements Connection {
 
   write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#socket.destroyed) return undefined;
-    // See the write window above.
+    const turn = writeWindow.turn();
     if (this.#lastWriteTurn !== turn) {
       this.#lastWriteTurn = turn;
-      if (!windowOpen) {
-        windowOpen = true;
-        setImmediate(closeWindow);
-      }
       const socket = this.#socket;
       if (more === undefined) {
         socket.write(data);
@@ -197,7 +176,7 @@ class NodeConnection implements Connection {
     } else {
       if (this.#batch === undefined) {
         this.#batch = [];
-        batched.push(this);
+        writeWindow.hold(this);
       }
       this.#batch.push(data);
       this.#batchBytes += data.length;
@@ -212,9 +191,8 @@ class NodeConnection implements Connection {
     return drained;
   }
 
-  // A method, not an arrow-function field: an idle connection should not
-  // carry a closure it may never use.
-  #flushBatch(): void {
+  /** Writes the writes held back this turn, in one writev. */
+  flushBatch(): void {
     const batch = this.#batch;
     if (batch === undefined || batch.length === 0) {
       if (this.#drain?.waiting) this.#wakeWhenDrained();
@@ -256,7 +234,7 @@ class NodeConnection implements Connection {
     this.#closed = true;
     const socket = this.#socket;
     if (socket.destroyed) return;
-    this.#flushBatch();
+    this.flushBatch();
     if (socket.writableLength === 0) {
       socket.destroy();
       return;

@@ -1,0 +1,53 @@
+/**
+ * The write window shared by the connections of the Node and Bun adapters:
+ * one scheduled callback per turn of the event loop. A connection's first
+ * write in a turn goes out at once (no added latency); its later writes in
+ * the same turn (a handler answering every packet of a chunk) wait and leave
+ * together when the turn ends, in one system call instead of one each.
+ * Runtime-neutral: the adapter says how to run a callback at the end of the
+ * turn (`setImmediate` on Node and Bun).
+ *
+ * @module
+ */
+
+/** A connection with writes held back until the end of the turn. */
+export interface Batched {
+  /** Writes what was held back this turn. */
+  flushBatch(): void;
+}
+
+/** Counts turns in which something was written, and flushes held writes. */
+export class WriteWindow {
+  #turn = 0;
+  #open = false;
+  #batched: Batched[] = [];
+  #schedule: (callback: () => void) => unknown;
+  #close = (): void => {
+    this.#open = false;
+    this.#turn++;
+    const batched = this.#batched;
+    this.#batched = [];
+    for (const connection of batched) connection.flushBatch();
+  };
+
+  constructor(schedule: (callback: () => void) => unknown) {
+    this.#schedule = schedule;
+  }
+
+  /**
+   * The current turn's number; a connection whose last write had the same
+   * number is writing for the second time this turn, and should hold back.
+   */
+  turn(): number {
+    if (!this.#open) {
+      this.#open = true;
+      this.#schedule(this.#close);
+    }
+    return this.#turn;
+  }
+
+  /** Has `connection.flushBatch()` called when the turn ends. */
+  hold(connection: Batched): void {
+    this.#batched.push(connection);
+  }
+}
