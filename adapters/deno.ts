@@ -43,6 +43,7 @@ import type {
 } from "../src/transport.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { type Batched, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
@@ -110,11 +111,16 @@ const READ_ROOM_MIN = 1024;
 // small packets a handler sends in one turn.
 const WRITE_JOIN_MAX = 64 * 1024;
 const SMALL_HEAD = 64;
+// A connection's first write in a turn starts the write loop at once; later
+// ones in the same turn wait for its end and leave joined, in one write op
+// (Deno's writes often complete at once, so the loop would otherwise take
+// them one by one).
+const writeWindow = new WriteWindow(setImmediate);
 // close() lets queued bytes go out first; when the peer takes none of them
 // for this long, it closes anyway and they are lost.
 const CLOSE_STALL_MS = 5_000;
 
-class DenoConnection implements Connection {
+class DenoConnection implements Connection, Batched {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #conn: DenoTcpConn;
@@ -131,6 +137,8 @@ class DenoConnection implements Connection {
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #writing = false; // the write loop runs (or is about to)
+  #lastWriteTurn = -1;
+  #writeHeld = false; // writes wait for the turn's end
   #writeHighWaterMark: number;
   #drain = new DrainSignal();
   #progressAt = 0; // when bytes last went out, once closing
@@ -230,14 +238,30 @@ class DenoConnection implements Connection {
       this.#queue.push(more);
       this.#queuedBytes += more.length;
     }
-    if (!this.#writing && this.#queuedBytes > 0) {
-      this.#writing = true;
-      this.#flush();
+    const turn = writeWindow.turn();
+    if (this.#lastWriteTurn !== turn) {
+      this.#lastWriteTurn = turn;
+      this.#startFlush();
+    } else if (!this.#writeHeld) {
+      this.#writeHeld = true;
+      writeWindow.hold(this);
     }
     // Even a small write is only queued (conn.write is asynchronous); the
     // bound is on what waits in the queue.
     if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
     return this.#drain.wait();
+  }
+
+  /** The turn ended: writes what it held back. */
+  flushBatch(): void {
+    this.#writeHeld = false;
+    this.#startFlush();
+  }
+
+  #startFlush(): void {
+    if (this.#writing || this.#queuedBytes === 0 || this.#released) return;
+    this.#writing = true;
+    this.#flush();
   }
 
   /** The write loop: writes the queue out, one conn.write at a time. */
@@ -247,7 +271,7 @@ class DenoConnection implements Connection {
     await null;
     const conn = this.#conn;
     const queue = this.#queue;
-    while (queue.length > 0 && !this.#released) {
+    while (queue.length > 0 && !this.#released && !(this.#writeHeld && !this.#closed)) {
       const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#join() : queue[0];
       let written: number;
       try {
@@ -319,6 +343,7 @@ class DenoConnection implements Connection {
     this.#closed = true;
     this.#held = undefined;
     this.#failure = undefined;
+    this.#startFlush();
     if (!this.#writing) {
       this.#release();
       return;
