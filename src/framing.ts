@@ -31,12 +31,13 @@ const EMPTY = new Uint8Array(0);
 const COALESCE_LIMIT = 16 * 1024;
 
 /**
- * Large packets a decoder delivered with their own length header right in
- * front of them, in bytes no one else writes (the received chunk, or the
- * buffer the decoder joined the packet into), mapped to that header's length.
- * Sent again with the same packet type, as a relay or an echo does, such a
- * packet goes out together with that header as one buffer: one write, no
- * copy. The same length in the same number of bytes is the same header.
+ * Large packets a decoder delivered as views on the chunk they arrived in,
+ * right behind their own length header (bytes no one else writes), mapped
+ * to that header's length. Sent again with the same packet type, as a relay
+ * or an echo does, such a packet goes out together with that header as one
+ * buffer: one write, no copy. The same length in the same number of bytes is
+ * the same header. (A packet joined from several chunks gets no room for its
+ * header: one byte past a power of two makes some allocators much slower.)
  */
 const withHeader = new WeakMap<Uint8Array, number>();
 
@@ -189,33 +190,12 @@ class LengthPrefixDecoder implements PacketDecoder {
       this.#bodyFilled += take;
       offset += take;
       if (this.#bodyFilled === this.#bodyLength) {
-        const packet = this.#join();
+        const packet = concat(this.#bodyParts, this.#bodyLength);
         this.#bodyParts = [];
         this.#bodyLength = -1;
         this.#sink.packet(packet);
       }
     }
-  }
-
-  /**
-   * The collected body as one buffer: the one chunk it arrived in whole, or
-   * else its parts copied behind room for its header (the only copy made).
-   */
-  #join(): Uint8Array {
-    const parts = this.#bodyParts;
-    const length = this.#bodyLength;
-    if (parts.length === 1) return parts[0];
-    const headerLength = this.#headerLength;
-    const joined = new Uint8Array(headerLength + length);
-    writeLength(joined, headerLength, length);
-    let offset = headerLength;
-    for (const part of parts) {
-      joined.set(part, offset);
-      offset += part.length;
-    }
-    const packet = joined.subarray(headerLength);
-    if (length >= COALESCE_LIMIT) withHeader.set(packet, headerLength);
-    return packet;
   }
 
   finish(): void {
