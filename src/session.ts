@@ -253,10 +253,12 @@ export class Session {
   packetsOut = 0;
 
   #connection: Connection;
-  #decoder: PacketDecoder;
-  #readHighWaterMark: number;
+  // Packet type 0 needs none: each chunk is a packet.
+  #decoder: PacketDecoder | undefined;
+  // The server's options, shared by its sessions.
+  #options: ResolvedSessionOptions;
   // Received packets not yet taken by recv(); `#queueHead` avoids shift().
-  #queue: Uint8Array[] = [];
+  #queue: Uint8Array[] | undefined; // made on first use
   #queueHead = 0;
   #queuedBytes = 0;
   #paused = false;
@@ -272,7 +274,6 @@ export class Session {
   #inputDone = false;
   #failure: SocketServerError | null = null;
   #closed = false;
-  #idleTimeoutMs: number;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #lastInputAt = 0;
   #abort: AbortController | undefined;
@@ -310,15 +311,14 @@ export class Session {
     this.packetType = init.packetType;
     this.startedAt = Date.now();
     this.#connection = connection;
-    this.#readHighWaterMark = options.readHighWaterMark;
+    this.#options = options;
     const events = new SessionEvents(this);
-    this.#decoder = createDecoder(init.packetType, init.packetSize, events);
+    this.#decoder = init.packetType === 0 ? undefined : createDecoder(init.packetType, init.packetSize, events);
     connection.setNoDelay(options.noDelay);
     if (options.keepAlive) connection.setKeepAlive(true, options.keepAliveDelayMs);
-    this.#idleTimeoutMs = options.idleTimeoutMs;
-    if (this.#idleTimeoutMs > 0) {
+    if (options.idleTimeoutMs > 0) {
       this.#lastInputAt = Date.now();
-      this.#armIdleTimer(this.#idleTimeoutMs);
+      this.#armIdleTimer(options.idleTimeoutMs);
     }
     connection.start(events);
   }
@@ -384,7 +384,7 @@ export class Session {
     timeoutMs: number | undefined,
     forIterator: boolean,
   ): Promise<Uint8Array | null | IteratorResult<Uint8Array>> {
-    if (this.#queueHead < this.#queue.length) {
+    if (this.#queue !== undefined && this.#queueHead < this.#queue.length) {
       const packet = this.#take();
       return Promise.resolve(forIterator ? { done: false, value: packet } : packet);
     }
@@ -494,7 +494,7 @@ export class Session {
    */
   close(): void {
     // Packets not yet taken are dropped: whoever closes is done reading.
-    this.#queue.length = 0;
+    this.#queue = undefined;
     this.#queueHead = 0;
     this.#queuedBytes = 0;
     this.#closeConnection();
@@ -509,14 +509,15 @@ export class Session {
   }
 
   #take(): Uint8Array {
-    const packet = this.#queue[this.#queueHead];
-    this.#queue[this.#queueHead++] = undefined as unknown as Uint8Array;
-    if (this.#queueHead === this.#queue.length) {
-      this.#queue.length = 0;
+    const queue = this.#queue!;
+    const packet = queue[this.#queueHead];
+    queue[this.#queueHead++] = undefined as unknown as Uint8Array;
+    if (this.#queueHead === queue.length) {
+      queue.length = 0;
       this.#queueHead = 0;
     }
     this.#queuedBytes -= packet.length;
-    if (this.#paused && this.#queuedBytes <= this.#readHighWaterMark / 2 && !this.#closed && !this.#inputDone) {
+    if (this.#paused && this.#queuedBytes <= this.#options.readHighWaterMark / 2 && !this.#closed && !this.#inputDone) {
       this.#paused = false;
       this.#connection.resume();
     }
@@ -532,9 +533,9 @@ export class Session {
       resolve(forIterator ? { done: false, value: packet } : packet);
       return;
     }
-    this.#queue.push(packet);
+    (this.#queue ??= []).push(packet);
     this.#queuedBytes += packet.length;
-    if (!this.#paused && this.#queuedBytes > this.#readHighWaterMark) {
+    if (!this.#paused && this.#queuedBytes > this.#options.readHighWaterMark) {
       this.#paused = true;
       this.#connection.pause();
     }
@@ -543,9 +544,11 @@ export class Session {
   #onData(chunk: Uint8Array): void {
     if (this.#inputDone) return;
     this.bytesIn += chunk.length;
-    if (this.#idleTimeoutMs > 0) this.#lastInputAt = Date.now();
+    if (this.#options.idleTimeoutMs > 0) this.#lastInputAt = Date.now();
     try {
-      this.#decoder.push(chunk);
+      const decoder = this.#decoder;
+      if (decoder === undefined) this.#deliver(chunk);
+      else decoder.push(chunk);
     } catch (error) {
       this.#endInput(raise(error as SocketServerError, "socket_error"));
     }
@@ -554,7 +557,7 @@ export class Session {
   #onEnd(): void {
     if (this.#inputDone) return;
     try {
-      this.#decoder.finish();
+      this.#decoder?.finish();
     } catch (error) {
       this.#endInput(raise(error as SocketServerError, "socket_error"));
       return;
@@ -628,12 +631,12 @@ export class Session {
       // Re-arming on every chunk would cost a timer per read; instead the
       // timer checks when input last came and sleeps for the rest.
       const idleFor = Date.now() - this.#lastInputAt;
-      if (idleFor < this.#idleTimeoutMs) {
-        this.#armIdleTimer(this.#idleTimeoutMs - idleFor);
+      if (idleFor < this.#options.idleTimeoutMs) {
+        this.#armIdleTimer(this.#options.idleTimeoutMs - idleFor);
         return;
       }
       this.#fail(raise(
-        new SocketServerError(`Session ${this.id} received nothing for ${this.#idleTimeoutMs} ms`, "timeout"),
+        new SocketServerError(`Session ${this.id} received nothing for ${this.#options.idleTimeoutMs} ms`, "timeout"),
         "timeout",
       ));
     }, delayMs);
