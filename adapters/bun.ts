@@ -41,7 +41,7 @@ import type {
 import { AcceptQueue } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { type Batched, WriteWindow } from "../src/write_window.ts";
+import { type Batched, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -94,8 +94,12 @@ const WRITE_JOIN_MAX = 64 * 1024;
 const JOIN_CHUNK_MAX = 16 * 1024;
 
 // A connection's second and later writes in a turn wait in its queue and
-// leave together when the turn ends (Bun has no writev).
+// leave together when the turn ends (Bun has no writev): small ones joined,
+// packets relayed from one received chunk merged back into one view. Up to
+// HOLD_MAX bytes held that way do not count as backpressure: the writer
+// would otherwise wait for the turn's end after every large packet.
 const writeWindow = new WriteWindow(setImmediate);
+const HOLD_MAX = 1024 * 1024;
 // close() lets queued bytes go out first; when the peer takes none of them
 // for this long, the socket is reset and they are lost.
 const CLOSE_STALL_MS = 5_000;
@@ -126,6 +130,7 @@ class BunConnection implements Connection, Batched {
   #queuedBytes = 0;
   #drain: DrainSignal | undefined; // made on first backpressure
   #lastWriteTurn = -1;
+  #heldBytes = 0; // queued this turn, to be written when it ends
   #progressAt = 0; // when queued bytes last went out, once closing
   #stallTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -166,18 +171,16 @@ class BunConnection implements Connection, Batched {
   write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
     if (this.#closed || this.#gone) return undefined;
     const queue = this.#queue;
-    if (queue !== undefined && queue.length > 0) {
-      // Bytes already wait (for Bun's drain, or for the turn's end): these
-      // go behind them.
+    const turn = writeWindow.turn();
+    const held = this.#lastWriteTurn === turn;
+    if (held || (queue !== undefined && queue.length > 0)) {
+      // Bytes already wait (for Bun's drain, or for the turn's end), or this
+      // is not the first write of the turn: these wait too.
+      if (held && this.#heldBytes === 0) writeWindow.hold(this);
+      const size = data.length + (more?.length ?? 0);
+      if (held) this.#heldBytes += size;
       this.#enqueue(data);
       if (more !== undefined) this.#enqueue(more);
-      return this.#backpressure();
-    }
-    // Only small writes are held: a large one costs its system call anyway.
-    const turn = writeWindow.turn();
-    if (this.#lastWriteTurn === turn && more === undefined && data.length < JOIN_CHUNK_MAX) {
-      this.#enqueue(data);
-      writeWindow.hold(this);
       return this.#backpressure();
     }
     this.#lastWriteTurn = turn;
@@ -259,6 +262,7 @@ class BunConnection implements Connection, Batched {
 
   /** The turn ended: writes what it held back. */
   flushBatch(): void {
+    this.#heldBytes = 0;
     if (!this.#gone) this.onDrain();
   }
 
@@ -267,6 +271,7 @@ class BunConnection implements Connection, Batched {
     if (queue === undefined || queue.length === 0) return;
     const socket = this.#socket;
     while (queue.length > 0) {
+      if (queue.length > 1) mergeAdjacent(queue);
       const chunk = queue.length > 1 && queue[0].length < JOIN_CHUNK_MAX ? this.#joinHead(queue) : queue[0];
       const written = socket.write(chunk);
       if (written < 0) return; // closed: Bun's close handler follows
@@ -376,7 +381,8 @@ class BunConnection implements Connection, Batched {
   }
 
   #backpressure(): Promise<void> | undefined {
-    if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
+    const held = Math.min(this.#heldBytes, HOLD_MAX);
+    if (this.#queuedBytes - held <= this.#writeHighWaterMark) return undefined;
     return (this.#drain ??= new DrainSignal()).wait();
   }
 

@@ -51,3 +51,22 @@ export class WriteWindow {
     this.#batched.push(connection);
   }
 }
+
+/**
+ * Merges the chunks at the head of a write queue that continue one another
+ * in the same buffer into one view, without copying: packets relayed from one
+ * received chunk (each behind its own header) leave in one write, as the
+ * chunk came in.
+ */
+export function mergeAdjacent(queue: Uint8Array[]): void {
+  const first = queue[0];
+  let end = first.byteOffset + first.byteLength;
+  let count = 1;
+  while (count < queue.length) {
+    const next = queue[count];
+    if (next.buffer !== first.buffer || next.byteOffset !== end) break;
+    end += next.byteLength;
+    count++;
+  }
+  if (count > 1) queue.splice(0, count, new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset));
+}
