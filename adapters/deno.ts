@@ -43,7 +43,7 @@ import type {
 } from "../src/transport.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { type Batched, WriteWindow } from "../src/write_window.ts";
+import { type Batched, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
@@ -272,6 +272,8 @@ class DenoConnection implements Connection, Batched {
     const conn = this.#conn;
     const queue = this.#queue;
     while (queue.length > 0 && !this.#released && !(this.#writeHeld && !this.#closed)) {
+      // Packets relayed from one received chunk go back out as one view.
+      if (queue.length > 1) mergeAdjacent(queue);
       const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#join() : queue[0];
       let written: number;
       try {
