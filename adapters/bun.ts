@@ -41,7 +41,7 @@ import type {
 import { AcceptQueue } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { type Batched, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
+import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -272,7 +272,7 @@ class BunConnection implements Connection, Batched {
     const socket = this.#socket;
     while (queue.length > 0) {
       if (queue.length > 1) mergeAdjacent(queue);
-      const chunk = queue.length > 1 && queue[0].length < JOIN_CHUNK_MAX ? this.#joinHead(queue) : queue[0];
+      const chunk = queue.length > 1 && queue[0].length < JOIN_CHUNK_MAX ? this.#joinSmall(queue) : queue[0];
       const written = socket.write(chunk);
       if (written < 0) return; // closed: Bun's close handler follows
       this.#queuedBytes -= written;
@@ -390,7 +390,7 @@ class BunConnection implements Connection, Batched {
    * Joins the small chunks at the head of the queue into one of up to
    * WRITE_JOIN_MAX bytes, stopping before a large chunk.
    */
-  #joinHead(queue: Uint8Array[]): Uint8Array {
+  #joinSmall(queue: Uint8Array[]): Uint8Array {
     let count = 0;
     let length = 0;
     while (count < queue.length) {
@@ -400,14 +400,7 @@ class BunConnection implements Connection, Batched {
       count++;
     }
     if (count < 2) return queue[0];
-    const joined = new Uint8Array(length);
-    let offset = 0;
-    for (let i = 0; i < count; i++) {
-      joined.set(queue[i], offset);
-      offset += queue[i].length;
-    }
-    queue.splice(0, count, joined);
-    return joined;
+    return joinHead(queue, count, length);
   }
 
   #watchStall(delay: number): void {

@@ -43,7 +43,7 @@ import type {
 } from "../src/transport.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { type Batched, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
+import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
@@ -312,14 +312,7 @@ class DenoConnection implements Connection, Batched {
       count++;
     }
     if (count === 1) return queue[0];
-    const joined = new Uint8Array(length);
-    let offset = 0;
-    for (let i = 0; i < count; i++) {
-      joined.set(queue[i], offset);
-      offset += queue[i].length;
-    }
-    queue.splice(0, count, joined);
-    return joined;
+    return joinHead(queue, count, length);
   }
 
   setNoDelay(noDelay: boolean): void {

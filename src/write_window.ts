@@ -70,3 +70,18 @@ export function mergeAdjacent(queue: Uint8Array[]): void {
   }
   if (count > 1) queue.splice(0, count, new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset));
 }
+
+/**
+ * Replaces the first `count` chunks of a write queue, `length` bytes in all,
+ * with one copy of them: one write for many small ones.
+ */
+export function joinHead(queue: Uint8Array[], count: number, length: number): Uint8Array {
+  const joined = new Uint8Array(length);
+  let offset = 0;
+  for (let i = 0; i < count; i++) {
+    joined.set(queue[i], offset);
+    offset += queue[i].length;
+  }
+  queue.splice(0, count, joined);
+  return joined;
+}

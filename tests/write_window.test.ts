@@ -2,7 +2,7 @@
 // the per-turn write window and the merging of adjacent views. No sockets.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mergeAdjacent, WriteWindow } from "../src/write_window.ts";
+import { joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 describe("mergeAdjacent", () => {
   test("merges views that continue one another in the same buffer, without copying", () => {
@@ -25,6 +25,18 @@ describe("mergeAdjacent", () => {
       assert.deepEqual(queue, before);
       queue.forEach((view, i) => assert.equal(view, before[i]));
     }
+  });
+});
+
+describe("joinHead", () => {
+  test("replaces the first chunks with one copy of them and leaves the rest", () => {
+    const rest = new Uint8Array([9]);
+    const queue = [new Uint8Array([1, 2]), new Uint8Array([3]), new Uint8Array([4, 5, 6]), rest];
+    const joined = joinHead(queue, 3, 6);
+    assert.deepEqual([...joined], [1, 2, 3, 4, 5, 6]);
+    assert.equal(queue.length, 2);
+    assert.equal(queue[0], joined);
+    assert.equal(queue[1], rest);
   });
 });
 
