@@ -3,7 +3,9 @@
 // starts a raw echo server, pico-socket-server with packet type 0 and with
 // packet type 4, and (where `erl` can be had) an Erlang/OTP {packet, 4}
 // server, drives each with the same load generator (bench/load.ts, run by
-// Bun), alternating servers and taking the median of REPEATS runs. Writes
+// Bun), alternating servers and taking the median of REPEATS runs (five
+// short runs rather than three long ones are steadier on a shared machine:
+// their median shrugs off two slow spells, that of three only one). Writes
 // bench/results.md and bench/chart.svg.
 //
 //   npm run bench              # the whole table (a few minutes)
@@ -18,8 +20,8 @@ import type { LoadResult } from "./load.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => join(root, "node_modules/.bin", name);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 1.2);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 const IDLE_SESSIONS = Number(process.env.BENCH_IDLE ?? 10_000);
 
 type Runtime = "node" | "deno" | "bun";
