@@ -37,7 +37,7 @@ const COALESCE_LIMIT = 16 * 1024;
  * or an echo does, such a packet goes out together with that header as one
  * buffer: one write, no copy. The same length in the same number of bytes is
  * the same header. (A packet joined from several chunks gets no room for its
- * header: one byte past a power of two makes some allocators much slower.)
+ * header: a few bytes past a power of two make some allocators much slower.)
  */
 const withHeader = new WeakMap<Uint8Array, number>();
 
