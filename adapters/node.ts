@@ -87,12 +87,19 @@ class NodeConnection implements Connection, Batched {
   #lastWriteTurn = -1;
   #writeHighWaterMark: number;
 
-  constructor(socket: Socket, writeHighWaterMark: number) {
+  /**
+   * @param local This side's address when the listener's tells it (bound to
+   * one address, the accepted socket has that address and port), which saves
+   * a getsockname call per connection; otherwise it is asked of the socket.
+   */
+  constructor(socket: Socket, writeHighWaterMark: number, local: SocketAddress | undefined) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-    this.localAddress = { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    this.localAddress = local !== undefined
+      ? { hostname: local.hostname, port: local.port }
+      : { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
     // Attached at once: an error on a socket without a listener would crash
     // the process, even while the socket is still waiting to be accepted.
@@ -250,16 +257,21 @@ class NodeConnection implements Connection, Batched {
 
 }
 
+// Listening on every address, the address a connection arrived on is its own.
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
 class NodeListener implements Listener {
   readonly localAddress: SocketAddress;
   #server: Server;
   #writeHighWaterMark: number;
+  #acceptedLocal: SocketAddress | undefined;
   #queue: AcceptQueue<NodeConnection>;
   #closed: Promise<void> | undefined;
 
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
     this.localAddress = localAddress;
+    this.#acceptedLocal = WILDCARDS.has(localAddress.hostname) ? undefined : localAddress;
     this.#writeHighWaterMark = options.writeHighWaterMark;
     this.#queue = new AcceptQueue(options);
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
@@ -295,7 +307,7 @@ class NodeListener implements Listener {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeConnection(socket, this.#writeHighWaterMark));
+    this.#queue.offer(new NodeConnection(socket, this.#writeHighWaterMark, this.#acceptedLocal));
   }
 }
 

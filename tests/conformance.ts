@@ -229,6 +229,30 @@ export function conformance(label: string, transport: Transport, api: Api = sour
     });
   });
 
+  describe(`${label}: addresses`, () => {
+    test("a session knows both ends: the peer's address and port, and the listener's", TIMEOUT, async () => {
+      const seen: Array<{ local: string; remote: string }> = [];
+      await withServer({
+        port: 0,
+        max: 2,
+        handler: (session) => {
+          const { localAddress: local, remoteAddress: remote } = session;
+          seen.push({ local: `${local.hostname}:${local.port}`, remote: `${remote.hostname}:${remote.port}` });
+        },
+      }, async (server) => {
+        const clients = [await Client.connect(server.port), await Client.connect(server.port)];
+        await until(() => seen.length === 2, "two sessions");
+        const expected = clients.map((client) => ({
+          local: `${HOST}:${server.port}`,
+          remote: `${HOST}:${client.socket.localPort}`,
+        }));
+        const order = (list: typeof seen) => [...list].sort((a, b) => a.remote.localeCompare(b.remote));
+        assert.deepEqual(order(seen.map(({ local, remote }) => ({ local, remote: remote.replace(/^::ffff:/, "") }))), order(expected));
+        for (const client of clients) client.destroy();
+      });
+    });
+  });
+
   describe(`${label}: handlers and peers that misbehave`, () => {
     test("a handler that throws, one that rejects and one that returns at once close only their socket", TIMEOUT, async () => {
       const reported: Array<{ error: unknown; session?: Session }> = [];
