@@ -93,11 +93,11 @@ interface BunApi {
 const WRITE_JOIN_MAX = 64 * 1024;
 const JOIN_CHUNK_MAX = 16 * 1024;
 
-// A connection's second and later writes in a turn wait in its queue and
-// leave together when the turn ends (Bun has no writev): small ones joined,
-// packets relayed from one received chunk merged back into one view. Up to
-// HOLD_MAX bytes held that way do not count as backpressure: the writer
-// would otherwise wait for the turn's end after every large packet.
+// A connection's writes in a turn, but for a small first one, wait in its
+// queue and leave together when the turn ends (Bun has no writev): small
+// ones joined, packets relayed from one received chunk merged back into one
+// view. Up to HOLD_MAX bytes held that way do not count as backpressure: the
+// writer would otherwise wait for the turn's end after every large packet.
 const writeWindow = new WriteWindow(setImmediate);
 const HOLD_MAX = 1024 * 1024;
 // close() lets queued bytes go out first; when the peer takes none of them
@@ -172,33 +172,23 @@ class BunConnection implements Connection, Batched {
     if (this.#closed || this.#gone) return undefined;
     const queue = this.#queue;
     const turn = writeWindow.turn();
-    const held = this.#lastWriteTurn === turn;
+    const size = data.length + (more?.length ?? 0);
+    // Only a small first write of the turn goes out at once. Later writes,
+    // and large ones (a packet relayed from a large received chunk is
+    // usually followed by the chunk's next ones), wait for the turn's end.
+    const held = this.#lastWriteTurn === turn || size >= JOIN_CHUNK_MAX;
+    this.#lastWriteTurn = turn;
     if (held || (queue !== undefined && queue.length > 0)) {
-      // Bytes already wait (for Bun's drain, or for the turn's end), or this
-      // is not the first write of the turn: these wait too.
-      if (held && this.#heldBytes === 0) writeWindow.hold(this);
-      const size = data.length + (more?.length ?? 0);
-      if (held) this.#heldBytes += size;
+      if (held) {
+        if (this.#heldBytes === 0) writeWindow.hold(this);
+        this.#heldBytes += size;
+      }
       this.#enqueue(data);
       if (more !== undefined) this.#enqueue(more);
       return this.#backpressure();
     }
-    this.#lastWriteTurn = turn;
-    const socket = this.#socket;
-    if (more !== undefined) {
-      // The core joins a header and a small body itself; `more` is a large
-      // body, cheaper to send on its own than to copy behind its header.
-      const written = socket.write(data);
-      if (written < 0) return undefined; // closed: Bun's close handler tells why
-      if (written < data.length) {
-        this.#enqueue(data.subarray(written));
-        this.#enqueue(more);
-        return this.#backpressure();
-      }
-      data = more;
-    }
-    const written = socket.write(data);
-    if (written === data.length || written < 0) return undefined;
+    const written = this.#socket.write(data);
+    if (written === data.length || written < 0) return undefined; // < 0: closed, Bun's close handler tells why
     this.#enqueue(data.subarray(written));
     return this.#backpressure();
   }
