@@ -10,56 +10,37 @@
 //
 //   npm run bench              # the whole table (a few minutes)
 //   BENCH_SECONDS=1 BENCH_REPEATS=1 npm run bench   # a quick look
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
-import type { LoadResult } from "./load.ts";
+import {
+  CAN_PIN,
+  GENERATOR,
+  echoServerCommand,
+  type Kind,
+  type LoadResult,
+  median,
+  root,
+  rssKiB,
+  runCommand,
+  runLoad,
+  type Runtime,
+  type Scenario,
+  SCENARIOS,
+  type Server,
+  startServer,
+  stopServer,
+} from "./common.ts";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const bin = (name: string) => join(root, "node_modules/.bin", name);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 1.2);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 const IDLE_SESSIONS = Number(process.env.BENCH_IDLE ?? 10_000);
 
-type Runtime = "node" | "deno" | "bun";
-type Kind = "raw" | "pico0" | "pico4" | "erlang";
 // BENCH_RUNTIMES=node,bun narrows a run; BENCH_ERLANG=0 and BENCH_IDLE=0 leave
 // those parts out (for quick looks while optimising, not for the table).
 const RUNTIMES = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
-
-const runCommand: Record<Runtime, string[]> = {
-  node: [bin("node")],
-  deno: [bin("deno"), "run", "-A"],
-  bun: [bin("bun")],
-};
-// With taskset and two cores or more, servers run on CPU 0 and the load
-// generator on CPU 1, so they do not take turns on one core: much steadier
-// figures than letting the scheduler move them around.
-const CAN_PIN = (() => {
-  try {
-    execFileSync("sh", ["-c", "command -v taskset"], { stdio: "ignore" });
-    return Number(execFileSync("nproc").toString()) >= 2;
-  } catch {
-    return false;
-  }
-})();
-const pinned = (cpu: number, command: string[]) => (CAN_PIN ? ["taskset", "-c", String(cpu), ...command] : command);
-const GENERATOR = pinned(1, runCommand.bun);
-
-interface Scenario {
-  name: string;
-  label: string;
-  load: { scenario: string; connections: number; size: number; inflight: number };
-}
-const SCENARIOS: Scenario[] = [
-  { name: "pingpong", label: "ping-pong 64 B × 50 conns", load: { scenario: "pingpong", connections: 50, size: 64, inflight: 1 } },
-  { name: "pipe1k", label: "pipelined 1 KiB × 16 in flight", load: { scenario: "pipelined", connections: 8, size: 1024, inflight: 16 } },
-  { name: "pipe64k", label: "pipelined 64 KiB × 16 in flight", load: { scenario: "pipelined", connections: 8, size: 65536, inflight: 16 } },
-  { name: "churn", label: "churn (connect, 1 round trip, close) × 16", load: { scenario: "churn", connections: 16, size: 64, inflight: 1 } },
-];
 
 // --- Servers
 
@@ -92,79 +73,6 @@ function prepareErlang(): boolean {
   return true;
 }
 
-function serverCommand(runtime: Runtime | "erlang", kind: Kind): string[] {
-  if (kind === "erlang") return ["erl", "+K", "true", "-noshell", "-pa", erlangDir!, "-s", "echo", "main"];
-  const rt = runtime as Runtime;
-  if (kind === "raw") return [...runCommand[rt], join(root, `bench/servers/raw_${rt}.ts`)];
-  return [...runCommand[rt], join(root, "bench/servers/pico.ts"), kind === "pico0" ? "0" : "4"];
-}
-
-interface Server {
-  process: ChildProcess;
-  port: number;
-}
-
-function startServer(serverCommand: string[]): Promise<Server> {
-  const command = pinned(0, serverCommand);
-  return new Promise((resolve, reject) => {
-    const child = spawn(command[0], command.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`no port from ${command.join(" ")}`)), 20_000);
-    child.stdout!.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = output.match(/PORT (\d+)/);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ process: child, port: Number(match[1]) });
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`${command.join(" ")} exited with ${code}`)));
-  });
-}
-
-function stopServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    if (server.process.exitCode !== null) return resolve();
-    server.process.once("exit", () => resolve());
-    server.process.kill("SIGKILL");
-  });
-}
-
-function rssKiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
-}
-
-// --- Load
-
-function runLoad(port: number, load: Scenario["load"], seconds: number, generators = 1): Promise<LoadResult> {
-  const share = { ...load, connections: Math.max(1, Math.round(load.connections / generators)) };
-  const one = () =>
-    new Promise<LoadResult>((resolve, reject) => {
-      const child = spawn(GENERATOR[0], [...GENERATOR.slice(1), join(root, "bench/load.ts"), JSON.stringify({ ...share, port, seconds })], {
-        cwd: root,
-        stdio: ["ignore", "pipe", "inherit"],
-      });
-      let output = "";
-      child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      child.once("exit", (code) => {
-        try {
-          resolve(JSON.parse(output.trim().split("\n").pop()!));
-        } catch {
-          reject(new Error(`load generator failed (${code}): ${output}`));
-        }
-      });
-    });
-  return Promise.all(Array.from({ length: generators }, one)).then((results) => ({
-    messages: results.reduce((n, r) => n + r.messages, 0),
-    bytes: results.reduce((n, r) => n + r.bytes, 0),
-    seconds: Math.max(...results.map((r) => r.seconds)),
-    p50Us: Math.max(...results.map((r) => r.p50Us)),
-    p99Us: Math.max(...results.map((r) => r.p99Us)),
-    errors: results.reduce((n, r) => n + r.errors, 0),
-  }));
-}
-
 async function idleMemory(command: string[]): Promise<number> {
   const server = await startServer(command);
   try {
@@ -193,9 +101,9 @@ async function idleMemory(command: string[]): Promise<number> {
   }
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
+function serverCommand(runtime: Runtime | "erlang", kind: Kind): string[] {
+  if (kind === "erlang") return ["erl", "+K", "true", "-noshell", "-pa", erlangDir!, "-s", "echo", "main"];
+  return echoServerCommand(runtime as Runtime, kind);
 }
 
 // --- Run
