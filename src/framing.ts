@@ -31,13 +31,15 @@ const EMPTY = new Uint8Array(0);
 const COALESCE_LIMIT = 16 * 1024;
 
 /**
- * Large packets a decoder delivered as views on the chunk they arrived in,
- * right behind their own length header (bytes no one else writes), mapped
- * to that header's length. Sent again with the same packet type, as a relay
- * or an echo does, such a packet goes out together with that header as one
- * buffer: one write, no copy. The same length in the same number of bytes is
- * the same header. (A packet joined from several chunks gets no room for its
- * header: a few bytes past a power of two make some allocators much slower.)
+ * Large packets a decoder delivered as views on what it was pushed, right
+ * behind their own length header (bytes no one else writes), mapped to that
+ * header's length: packets that arrived whole in one chunk, or in chunks
+ * that lie back to back in one buffer. Sent again with the same packet type,
+ * as a relay or an echo does, such a packet goes out together with that
+ * header as one buffer: one write, no copy. The same length in the same
+ * number of bytes is the same header. (A packet copied together from several
+ * chunks gets no room for its header: a few bytes past a power of two make
+ * some allocators much slower.)
  */
 const withHeader = new WeakMap<Uint8Array, number>();
 
@@ -101,9 +103,21 @@ class RawDecoder implements PacketDecoder {
   finish(): void {}
 }
 
-/** Joins parts into one buffer of `length` bytes (the only copy made). */
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  if (parts.length === 1 && parts[0].length === length) return parts[0];
+/** The parts as one view, when they lie back to back in one buffer. */
+function adjacentView(parts: Uint8Array[], length: number): Uint8Array | undefined {
+  const first = parts[0];
+  if (parts.length === 1) return first;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i];
+    if (part.buffer !== first.buffer || part.byteOffset !== end) return undefined;
+    end += part.length;
+  }
+  return new Uint8Array(first.buffer, first.byteOffset, length);
+}
+
+/** Copies parts into one new buffer of `length` bytes. */
+function copyParts(parts: Uint8Array[], length: number): Uint8Array {
   const joined = new Uint8Array(length);
   let offset = 0;
   for (const part of parts) {
@@ -111,6 +125,15 @@ function concat(parts: Uint8Array[], length: number): Uint8Array {
     offset += part.length;
   }
   return joined;
+}
+
+/**
+ * Joins parts into one buffer of `length` bytes: their view when they lie
+ * back to back in one buffer, as consecutive reads into the rest of an
+ * adapter's read buffer do, else a copy (the only one made).
+ */
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  return adjacentView(parts, length) ?? copyParts(parts, length);
 }
 
 function tooLarge(length: number, packetSize: number): SocketServerError {
@@ -133,6 +156,11 @@ class LengthPrefixDecoder implements PacketDecoder {
   // memory grows with bytes received, never with the length announced.
   #bodyParts: Uint8Array[] = [];
   #bodyFilled = 0;
+  // Where the body being collected starts, when its header came whole in
+  // one chunk right before it: the packet, if its parts turn out to lie back
+  // to back there, still has its header in front.
+  #headerBuffer: ArrayBufferLike | undefined;
+  #bodyOffset = 0;
 
   constructor(
     headerLength: 1 | 2 | 4,
@@ -181,6 +209,10 @@ class LengthPrefixDecoder implements PacketDecoder {
         }
         this.#bodyLength = length;
         this.#bodyFilled = 0;
+        if (headerHere && length >= COALESCE_LIMIT) {
+          this.#headerBuffer = chunk.buffer;
+          this.#bodyOffset = chunk.byteOffset + offset;
+        }
       }
       const take = Math.min(this.#bodyLength - this.#bodyFilled, end - offset);
       // A header that ends the chunk leaves nothing to keep; skipping the
@@ -190,12 +222,44 @@ class LengthPrefixDecoder implements PacketDecoder {
       this.#bodyFilled += take;
       offset += take;
       if (this.#bodyFilled === this.#bodyLength) {
-        const packet = concat(this.#bodyParts, this.#bodyLength);
+        const packet = this.#join();
+        this.#headerBuffer = undefined;
         this.#bodyParts = [];
         this.#bodyLength = -1;
         this.#sink.packet(packet);
       }
     }
+  }
+
+  /**
+   * The collected body as one buffer: a view when its parts lie back to back
+   * in one buffer, else a copy (the only one made), allocated with room for
+   * its header in front when the packet is large enough to be sent on as one
+   * buffer with it.
+   */
+  #join(): Uint8Array {
+    const parts = this.#bodyParts;
+    const length = this.#bodyLength;
+    const headerLength = this.#headerLength;
+    const large = length >= COALESCE_LIMIT;
+    const view = adjacentView(parts, length);
+    if (view !== undefined) {
+      if (large && view.buffer === this.#headerBuffer && view.byteOffset === this.#bodyOffset) {
+        withHeader.set(view, headerLength);
+      }
+      return view;
+    }
+    if (!large) return copyParts(parts, length);
+    const joined = new Uint8Array(headerLength + length);
+    writeLength(joined, headerLength, length);
+    let offset = headerLength;
+    for (const part of parts) {
+      joined.set(part, offset);
+      offset += part.length;
+    }
+    const packet = joined.subarray(headerLength);
+    withHeader.set(packet, headerLength);
+    return packet;
   }
 
   finish(): void {

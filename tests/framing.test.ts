@@ -560,14 +560,63 @@ describe("encodePacket", () => {
     }
   });
 
-  test("sends a large packet joined from several chunks again as a header and the packet itself", () => {
-    const body = bytesOf(70_000, 9);
+  test("sends a large packet joined from several chunks again as one buffer: the copy has room for its header", () => {
+    for (const type of [2, 4] as const) {
+      const body = bytesOf(type === 2 ? 60_000 : 70_000, 9);
+      const bytes = frame(type, body);
+      const [packet] = received(type, [bytes.slice(0, 1_000), bytes.slice(1_000, 40_000), bytes.slice(40_000)]);
+      assert.deepEqual(packet, body);
+      const parts = encodePacket(type, packet);
+      assert.equal(parts.length, 1, `packet ${type}`);
+      assert.equal(parts[0].buffer, packet.buffer, `packet ${type}: no copy`);
+      assert.deepEqual(parts[0], bytes);
+      // Sent with another header length, it gets a header of its own.
+      if (type === 4) continue;
+      const other = encodePacket(4, packet);
+      assert.equal(other.length, 2);
+      assert.equal(other[1], packet);
+    }
+  });
+
+  test("a small packet joined from several chunks is copied at its exact size", () => {
+    const body = bytesOf(3_000, 2);
     const bytes = frame(4, body);
-    const [packet] = received(4, [bytes.slice(0, 1_000), bytes.slice(1_000, 40_000), bytes.slice(40_000)]);
-    const parts = encodePacket(4, packet);
-    assert.equal(parts.length, 2);
-    assert.equal(parts[1], packet);
-    assert.deepEqual(concat(parts), bytes);
+    const [packet] = received(4, [bytes.slice(0, 100), bytes.slice(100)]);
+    assert.deepEqual(packet, body);
+    assert.equal(packet.byteOffset, 0);
+    assert.equal(packet.buffer.byteLength, 3_000);
+  });
+
+  test("a packet whose chunks lie back to back in one buffer comes out as a view on it, and goes out with its header", () => {
+    const body = bytesOf(70_000, 3);
+    const bytes = frame(4, body);
+    // Consecutive reads into one read buffer; one split right after the header.
+    for (const cuts of [[1_000, 40_000], [4], [4, 30_000, 69_999]]) {
+      const bounds = [0, ...cuts, bytes.length];
+      const chunks = bounds.slice(1).map((end, i) => bytes.subarray(bounds[i], end));
+      const [packet] = received(4, chunks);
+      assert.equal(packet.buffer, bytes.buffer, `cuts ${cuts}: no copy`);
+      assert.deepEqual(packet, body);
+      const parts = encodePacket(4, packet);
+      assert.equal(parts.length, 1, `cuts ${cuts}`);
+      assert.equal(parts[0].buffer, bytes.buffer);
+      assert.deepEqual(parts[0], bytes);
+    }
+  });
+
+  test("chunks of one buffer with a gap between them are copied into a packet of their own", () => {
+    const body = bytesOf(40_000, 5);
+    const framed = frame(4, body);
+    // The same bytes, with 10 unrelated bytes between the two reads.
+    const buffer = new Uint8Array(framed.length + 10);
+    buffer.set(framed.subarray(0, 20_000), 0);
+    buffer.fill(0xee, 20_000, 20_010);
+    buffer.set(framed.subarray(20_000), 20_010);
+    const [packet] = received(4, [buffer.subarray(0, 20_000), buffer.subarray(20_010)]);
+    assert.notEqual(packet.buffer, buffer.buffer);
+    assert.deepEqual(packet, body);
+    assert.deepEqual(buffer.subarray(20_000, 20_010), new Uint8Array(10).fill(0xee));
+    assert.deepEqual(concat(encodePacket(4, packet)), framed);
   });
 
   test("a received packet sent with another header length gets a header of its own", () => {
