@@ -90,16 +90,15 @@ class NodeConnection implements Connection, Batched {
   /**
    * @param local This side's address when the listener's tells it (bound to
    * one address, the accepted socket has that address and port), which saves
-   * a getsockname call per connection; otherwise it is asked of the socket.
+   * a getsockname call per connection, and is one frozen object shared by
+   * the listener's connections; otherwise it is asked of the socket.
    */
   constructor(socket: Socket, writeHighWaterMark: number, local: SocketAddress | undefined) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-    this.localAddress = local !== undefined
-      ? { hostname: local.hostname, port: local.port }
-      : { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
     // Attached at once: an error on a socket without a listener would crash
     // the process, even while the socket is still waiting to be accepted.
@@ -271,7 +270,9 @@ class NodeListener implements Listener {
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
     this.localAddress = localAddress;
-    this.#acceptedLocal = WILDCARDS.has(localAddress.hostname) ? undefined : localAddress;
+    this.#acceptedLocal = WILDCARDS.has(localAddress.hostname)
+      ? undefined
+      : Object.freeze({ hostname: localAddress.hostname, port: localAddress.port });
     this.#writeHighWaterMark = options.writeHighWaterMark;
     this.#queue = new AcceptQueue(options);
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
