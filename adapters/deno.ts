@@ -266,9 +266,6 @@ class DenoConnection implements Connection, Batched {
 
   /** The write loop: writes the queue out, one conn.write at a time. */
   async #flush(): Promise<void> {
-    // Starts after the current task, so that what a handler sends in one go
-    // leaves in one write.
-    await null;
     const conn = this.#conn;
     const queue = this.#queue;
     while (queue.length > 0 && !this.#released && !(this.#writeHeld && !this.#closed)) {
