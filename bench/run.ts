@@ -135,7 +135,8 @@ for (const runtime of [...RUNTIMES, ...(haveErlang ? ["erlang" as const] : [])])
     for (const kind of kinds) await runLoad(servers.get(kind)!.port, SCENARIOS[0].load, 0.5); // warm-up (JIT)
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       for (const scenario of SCENARIOS) {
-        for (const kind of kinds) {
+        // Every other repeat in reverse, so no server always runs right after another.
+        for (const kind of repeat % 2 === 0 ? kinds : [...kinds].reverse()) {
           const result = await runLoad(servers.get(kind)!.port, scenario.load, SECONDS);
           const k = key(runtime, kind, scenario.name);
           samples.set(k, [...(samples.get(k) ?? []), result]);
@@ -224,10 +225,25 @@ for (const { runtime, kind } of targets) {
 }
 const rowOf = (runtime: string, kind: Kind, scenario: string) =>
   rows.find((r) => r.runtime === runtime && r.kind === kind && r.scenario.name === scenario);
+/**
+ * pico-socket-server / raw for each repeat: the two ran one right after the
+ * other, so a slow spell of the machine mostly hits both, and the ratio of
+ * a pair moves less than either rate.
+ */
+const pairedRatios = (runtime: string, kind: Kind, scenario: string): number[] => {
+  const mine = samples.get(key(runtime, kind, scenario)) ?? [];
+  const raw = samples.get(key(runtime, "raw", scenario)) ?? [];
+  return mine.flatMap((run, i) => (raw[i] ? [(run.messages / run.seconds) / (raw[i].messages / raw[i].seconds)] : []));
+};
+/** The median of the paired ratios. */
 const ratio = (runtime: string, kind: Kind, scenario: string) => {
-  const mine = rowOf(runtime, kind, scenario);
-  const raw = rowOf(runtime, "raw", scenario);
-  return mine && raw ? mine.rate / raw.rate : NaN;
+  const ratios = pairedRatios(runtime, kind, scenario);
+  return ratios.length > 0 ? median(ratios) : NaN;
+};
+/** The lowest and highest paired ratio, as "0.90–0.99". */
+const ratioRange = (runtime: string, kind: Kind, scenario: string) => {
+  const ratios = pairedRatios(runtime, kind, scenario);
+  return ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
 };
 
 const fmt = (n: number, digits = 0) =>
@@ -238,12 +254,17 @@ const lines: string[] = [];
 lines.push("# Benchmark results", "");
 lines.push(`Made by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s, on this machine: ${process.platform} ${process.arch}, ${execFileSync("nproc").toString().trim()} cores.`);
 lines.push(`Runtimes: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join("; ")}.`);
-lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1${CAN_PIN ? ", servers pinned to CPU 0 and the generator to CPU 1 (taskset)" : ""}. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. Ratios are pico-socket-server / the same runtime's raw server, same run.`, "");
+lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4; every other repeat in reverse order) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1${CAN_PIN ? ", servers pinned to CPU 0 and the generator to CPU 1 (taskset)" : ""}. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. A ratio is pico-socket-server / the same runtime's raw server: the median over the repeats of the ratio of their back-to-back runs.`, "");
 lines.push("## Ratios (pico-socket-server / raw, messages per second)", "");
-lines.push(`| runtime | ${SCENARIOS.map((s) => `${s.name} p0`).join(" | ")} | ${SCENARIOS.map((s) => `${s.name} p4`).join(" | ")} |`);
-lines.push(`|---|${SCENARIOS.map(() => "---:").join("|")}|${SCENARIOS.map(() => "---:").join("|")}|`);
+const ratioHeader = `| runtime | ${SCENARIOS.map((s) => `${s.name} p0`).join(" | ")} | ${SCENARIOS.map((s) => `${s.name} p4`).join(" | ")} |`;
+const ratioRule = `|---|${SCENARIOS.map(() => "---:").join("|")}|${SCENARIOS.map(() => "---:").join("|")}|`;
+lines.push(ratioHeader, ratioRule);
 for (const runtime of RUNTIMES) {
   lines.push(`| ${runtime} | ${SCENARIOS.map((s) => fmt(ratio(runtime, "pico0", s.name), 2)).join(" | ")} | ${SCENARIOS.map((s) => fmt(ratio(runtime, "pico4", s.name), 2)).join(" | ")} |`);
+}
+lines.push("", `Lowest and highest of the ${REPEATS} paired ratios (how much this machine moved during the run):`, "", ratioHeader, ratioRule);
+for (const runtime of RUNTIMES) {
+  lines.push(`| ${runtime} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico0", s.name)).join(" | ")} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico4", s.name)).join(" | ")} |`);
 }
 lines.push("", "## Throughput and latency", "");
 lines.push("| scenario | runtime | server | messages/s | MB/s | p50 µs | p99 µs | vs raw |");
