@@ -173,10 +173,12 @@ class BunConnection implements Connection, Batched {
     const queue = this.#queue;
     const turn = writeWindow.turn();
     const size = data.length + (more?.length ?? 0);
-    // Only a small first write of the turn goes out at once. Later writes,
-    // and large ones (a packet relayed from a large received chunk is
-    // usually followed by the chunk's next ones), wait for the turn's end.
-    const held = this.#lastWriteTurn === turn || size >= JOIN_CHUNK_MAX;
+    // A connection's first write of a turn goes out at once, unless it is
+    // large and stops short of the end of its buffer: a packet cut from a
+    // received chunk, whose next packets usually follow in this turn and
+    // then leave with it in one send. Later writes wait for the turn's end.
+    const held = this.#lastWriteTurn === turn ||
+      (size >= JOIN_CHUNK_MAX && more === undefined && data.byteOffset + data.length < data.buffer.byteLength);
     this.#lastWriteTurn = turn;
     if (held || (queue !== undefined && queue.length > 0)) {
       if (held) {
