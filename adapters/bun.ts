@@ -6,7 +6,8 @@
  * Bun accepts connections by itself and calls `open` for each. Connections
  * the core has not asked for yet are paused at once (`socket.pause()`, so
  * their bytes stay unread in the kernel) and wait here in arrival order; past
- * `backlog` of them new ones are closed and counted as refused.
+ * `backlog` of them new ones are closed and counted as refused. One the core
+ * is already waiting for goes to it at once, unpaused.
  *
  * Bun's `socket.write()` buffers nothing: it returns how many bytes the
  * kernel took, maybe fewer than given. Each connection therefore keeps its
@@ -38,7 +39,7 @@ import type {
   SocketAddress,
   Transport,
 } from "../src/transport.ts";
-import { AcceptQueue } from "../src/accept_queue.ts";
+import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
@@ -134,14 +135,22 @@ class BunConnection implements Connection, Batched {
   #progressAt = 0; // when queued bytes last went out, once closing
   #stallTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(socket: BunSocket, writeHighWaterMark: number) {
+  /**
+   * @param local The listener's own address when it is bound to one (see
+   * acceptedLocalAddress), else asked of the socket.
+   * @param waits Whether the connection waits for the core to take it:
+   * then it is unread until its session starts. (A paused Bun socket still
+   * reports a reset, and may hand over what it read just before; that is
+   * held.) One handed to a waiting core is started before Bun can read it,
+   * so pausing it would only cost system calls.
+   */
+  constructor(socket: BunSocket, writeHighWaterMark: number, local: SocketAddress | undefined, waits: boolean) {
     this.#socket = socket;
     this.#writeHighWaterMark = writeHighWaterMark;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-    this.localAddress = { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
-    // Unread until its session starts. (A paused Bun socket still reports a
-    // reset, and may hand over what it read just before; that is held.)
-    socket.pause();
+    this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    if (waits) socket.pause();
+    else this.#reading = true;
   }
 
   start(events: ConnectionEvents): void {
@@ -235,7 +244,7 @@ class BunConnection implements Connection, Batched {
     const events = this.#events;
     if (events === undefined || this.#paused || this.#held !== undefined) {
       (this.#held ??= []).push(chunk);
-      if (this.#paused) this.#read(false);
+      if (events === undefined || this.#paused) this.#read(false);
       return;
     }
     events.data(chunk);
@@ -410,10 +419,14 @@ class BunConnection implements Connection, Batched {
 }
 
 /** Bun's handlers for one listener: shared by all its sockets. */
-function handlers(queue: AcceptQueue<BunConnection>, writeHighWaterMark: number): BunSocketHandler {
+function handlers(
+  queue: AcceptQueue<BunConnection>,
+  writeHighWaterMark: number,
+  bound: { local: SocketAddress | undefined },
+): BunSocketHandler {
   return {
     open(socket) {
-      const connection = new BunConnection(socket, writeHighWaterMark);
+      const connection = new BunConnection(socket, writeHighWaterMark, bound.local, !queue.taking);
       socket.data = connection;
       // Handed out, held, or (past backlog, or after close) closed.
       queue.offer(connection);
@@ -433,18 +446,20 @@ class BunListener implements Listener {
   #queue: AcceptQueue<BunConnection>;
   #closed: Promise<void> | undefined;
 
-  constructor(server: BunTcpListener, queue: AcceptQueue<BunConnection>) {
+  constructor(server: BunTcpListener, queue: AcceptQueue<BunConnection>, bound: { local: SocketAddress | undefined }) {
     this.#server = server;
     this.#queue = queue;
     // getsockname gives the address bound (e.g. 127.0.0.1 for "localhost");
     // `hostname` is only the name asked for.
-    const bound: { address?: string; port?: number } = {};
+    const address: { address?: string; port?: number } = {};
     try {
-      server.getsockname?.(bound);
+      server.getsockname?.(address);
     } catch {
       // Not available: the name and port Bun reports do.
     }
-    this.localAddress = { hostname: bound.address ?? server.hostname, port: bound.port ?? server.port };
+    this.localAddress = { hostname: address.address ?? server.hostname, port: address.port ?? server.port };
+    // Known before Bun can call open() (which waits for the event loop).
+    bound.local = acceptedLocalAddress(this.localAddress);
   }
 
   get refused(): number {
@@ -495,15 +510,16 @@ function listen(options: ListenOptions): Promise<Listener> {
   }
   const { hostname, port, writeHighWaterMark } = options;
   const queue = new AcceptQueue<BunConnection>(options);
+  const bound: { local: SocketAddress | undefined } = { local: undefined };
   let server: BunTcpListener;
   try {
     // allowHalfOpen: a peer's FIN ends its input only, so that the session
     // can still answer; the core closes the connection when it is done.
-    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, writeHighWaterMark) });
+    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, writeHighWaterMark, bound) });
   } catch (error) {
     return Promise.reject(listenError(hostname, port, error));
   }
-  return Promise.resolve(new BunListener(server, queue));
+  return Promise.resolve(new BunListener(server, queue, bound));
 }
 
 /**

@@ -35,7 +35,7 @@ import type {
   SocketAddress,
   Transport,
 } from "../src/transport.ts";
-import { AcceptQueue } from "../src/accept_queue.ts";
+import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { type Batched, WriteWindow } from "../src/write_window.ts";
@@ -256,9 +256,6 @@ class NodeConnection implements Connection, Batched {
 
 }
 
-// Listening on every address, the address a connection arrived on is its own.
-const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
-
 class NodeListener implements Listener {
   readonly localAddress: SocketAddress;
   #server: Server;
@@ -270,9 +267,7 @@ class NodeListener implements Listener {
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
     this.localAddress = localAddress;
-    this.#acceptedLocal = WILDCARDS.has(localAddress.hostname)
-      ? undefined
-      : Object.freeze({ hostname: localAddress.hostname, port: localAddress.port });
+    this.#acceptedLocal = acceptedLocalAddress(localAddress);
     this.#writeHighWaterMark = options.writeHighWaterMark;
     this.#queue = new AcceptQueue(options);
     server.on("connection", (socket: Socket) => this.#onConnection(socket));

@@ -15,6 +15,20 @@ export interface Closable {
   close(): void;
 }
 
+// Listening on every address, the address a connection arrived on is its own.
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
+/**
+ * The local address of every connection a listener bound to one address
+ * accepts (that address and port), as one frozen object they can share,
+ * which saves a getsockname call per connection; `undefined` for a listener
+ * on every address, whose connections must each be asked.
+ */
+export function acceptedLocalAddress(listening: SocketAddress): SocketAddress | undefined {
+  if (WILDCARDS.has(listening.hostname)) return undefined;
+  return Object.freeze({ hostname: listening.hostname, port: listening.port });
+}
+
 type Acceptor<C> = { resolve: (connection: C | null) => void; reject: (error: Error) => void };
 
 /** Connections accepted by the runtime, waiting for the core to take them. */
@@ -42,6 +56,14 @@ export class AcceptQueue<C extends Closable> {
   /** Connections waiting to be taken. */
   get waiting(): number {
     return this.#waiting.length - this.#head;
+  }
+
+  /**
+   * Whether a take() is pending: the next connection offered goes to the
+   * core at once, which starts it before the runtime can deliver its data.
+   */
+  get taking(): boolean {
+    return this.#acceptor !== undefined;
   }
 
   /** Whether {@linkcode AcceptQueue.close} was called. */
