@@ -4,9 +4,9 @@
 // system, from /proc), which moves much less than messages/s on a shared
 // machine: a change that saves work shows there first.
 //
-//   node bench/ab.ts                                # deno, pipe64k, packet 4, vs HEAD
-//   node bench/ab.ts --runtime node --scenario pingpong --kind pico0 --base HEAD~3
-//   node bench/ab.ts --raw                          # also the runtime's raw server
+//   npm run bench:ab                                # deno, pipe64k, packet 4, vs HEAD
+//   npm run bench:ab -- --runtime node --scenario pingpong --kind pico0 --base HEAD~3
+//   npm run bench:ab -- --raw                       # also the runtime's raw server
 //
 // Options: --runtime node|deno|bun, --scenario pingpong|pipe1k|pipe64k|churn,
 // --kind pico0|pico4, --base <git revision>, --rounds N (5), --seconds S (3),
@@ -45,7 +45,7 @@ const runtime = values.runtime as Runtime;
 const kind = values.kind as "pico0" | "pico4";
 const scenario = SCENARIOS.find((s) => s.name === values.scenario);
 if (!["node", "deno", "bun"].includes(runtime) || !["pico0", "pico4"].includes(kind) || scenario === undefined) {
-  console.error("usage: node bench/ab.ts [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw]");
+  console.error("usage: npm run bench:ab -- [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw]");
   process.exit(2);
 }
 const rounds = Number(values.rounds);
