@@ -31,15 +31,14 @@ const EMPTY = new Uint8Array(0);
 const COALESCE_LIMIT = 16 * 1024;
 
 /**
- * Large packets a decoder delivered as views on what it was pushed, right
- * behind their own length header (bytes no one else writes), mapped to that
- * header's length: packets that arrived whole in one chunk, or in chunks
- * that lie back to back in one buffer. Sent again with the same packet type,
- * as a relay or an echo does, such a packet goes out together with that
- * header as one buffer: one write, no copy. The same length in the same
- * number of bytes is the same header. (A packet copied together from several
- * chunks gets no room for its header: a few bytes past a power of two make
- * some allocators much slower.)
+ * Large packets a decoder delivered right behind their own length header, in
+ * bytes no one else writes, mapped to that header's length: views on a
+ * chunk they arrived in whole (or on chunks that lie back to back in one
+ * buffer), and packets it copied together from several chunks behind room
+ * where it wrote their header. Sent again with the same packet type, as a
+ * relay or an echo does, such a packet goes out together with that header
+ * as one buffer: one write, no copy. The same length in the same number of
+ * bytes is the same header.
  */
 const withHeader = new WeakMap<Uint8Array, number>();
 
