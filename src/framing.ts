@@ -115,10 +115,10 @@ function adjacentView(parts: Uint8Array[], length: number): Uint8Array | undefin
   return new Uint8Array(first.buffer, first.byteOffset, length);
 }
 
-/** Copies parts into one new buffer of `length` bytes. */
-function copyParts(parts: Uint8Array[], length: number): Uint8Array {
-  const joined = new Uint8Array(length);
-  let offset = 0;
+/** Copies parts into one new buffer of `length` bytes, behind `room` bytes left free. */
+function copyParts(parts: Uint8Array[], length: number, room = 0): Uint8Array {
+  const joined = new Uint8Array(room + length);
+  let offset = room;
   for (const part of parts) {
     joined.set(part, offset);
     offset += part.length;
@@ -249,13 +249,8 @@ class LengthPrefixDecoder implements PacketDecoder {
       return view;
     }
     if (!large) return copyParts(parts, length);
-    const joined = new Uint8Array(headerLength + length);
+    const joined = copyParts(parts, length, headerLength);
     writeLength(joined, headerLength, length);
-    let offset = headerLength;
-    for (const part of parts) {
-      joined.set(part, offset);
-      offset += part.length;
-    }
     const packet = joined.subarray(headerLength);
     withHeader.set(packet, headerLength);
     return packet;
