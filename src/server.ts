@@ -316,7 +316,7 @@ export class SocketServer implements RegisteredServer {
   #port = 0;
   #max: number;
   #sessions = new Set<Session>();
-  #accepting = false;
+  #accepting: Listener | undefined; // the listener an accept() is pending on
   #acceptRetryMs = 0;
   #accepted = 0;
   #refusedBefore = 0; // refusals counted by listeners already closed (suspend, stop)
@@ -636,46 +636,50 @@ export class SocketServer implements RegisteredServer {
   /** Takes the next connection if a session slot is free and none is being taken. */
   #acceptNext(): void {
     if (
-      this.#accepting || this.#acceptRetryMs < 0 || this.#state !== "running" ||
+      this.#accepting !== undefined || this.#acceptRetryMs < 0 || this.#state !== "running" ||
       this.#sessions.size >= this.#max
     ) return;
     const listener = this.#listener!;
-    this.#accepting = true;
-    listener.accept().then(
-      (connection) => {
-        this.#accepting = false;
-        this.#acceptRetryMs = 0;
-        if (connection === null) {
-          // A listener closed by suspend(); resume() may have opened another.
-          this.#acceptNext();
-          return;
-        }
-        if (this.#state !== "running" || listener !== this.#listener) {
-          connection.close();
-          return;
-        }
-        this.#startSession(connection);
-        this.#acceptNext();
-      },
-      (error) => {
-        // The runtime could not accept (e.g. out of file descriptors): say
-        // so, and try again after a pause that grows while failures repeat,
-        // rather than spin.
-        this.#accepting = false;
-        this.#report(error);
-        const delay = Math.min(
-          ACCEPT_RETRY_LAST_MS,
-          Math.max(ACCEPT_RETRY_FIRST_MS, -this.#acceptRetryMs * 2, this.#acceptRetryMs * 2),
-        );
-        // A negative value marks "waiting to retry" so nothing else accepts meanwhile.
-        this.#acceptRetryMs = -delay;
-        setTimeout(() => {
-          this.#acceptRetryMs = delay;
-          this.#acceptNext();
-        }, delay);
-      },
-    );
+    this.#accepting = listener;
+    listener.accept().then(this.#onAccepted, this.#onAcceptFailed);
   }
+
+  // The accept callbacks, made once per server rather than once per
+  // connection: `#accepting` tells which listener the connection came from.
+  #onAccepted = (connection: Connection | null): void => {
+    const listener = this.#accepting;
+    this.#accepting = undefined;
+    this.#acceptRetryMs = 0;
+    if (connection === null) {
+      // A listener closed by suspend(); resume() may have opened another.
+      this.#acceptNext();
+      return;
+    }
+    if (this.#state !== "running" || listener !== this.#listener) {
+      connection.close();
+      return;
+    }
+    this.#startSession(connection);
+    this.#acceptNext();
+  };
+
+  #onAcceptFailed = (error: unknown): void => {
+    // The runtime could not accept (e.g. out of file descriptors): say so,
+    // and try again after a pause that grows while failures repeat, rather
+    // than spin.
+    this.#accepting = undefined;
+    this.#report(error);
+    const delay = Math.min(
+      ACCEPT_RETRY_LAST_MS,
+      Math.max(ACCEPT_RETRY_FIRST_MS, -this.#acceptRetryMs * 2, this.#acceptRetryMs * 2),
+    );
+    // A negative value marks "waiting to retry" so nothing else accepts meanwhile.
+    this.#acceptRetryMs = -delay;
+    setTimeout(() => {
+      this.#acceptRetryMs = delay;
+      this.#acceptNext();
+    }, delay);
+  };
 
   #startSession(connection: Connection): void {
     const { packetType, packetSize, session: options, handler } = this.#options;
