@@ -5,6 +5,7 @@
  * @module
  */
 
+import { contiguousCount, copyChunks } from "./bytes.ts";
 import { invalidArgument, SocketServerError } from "./errors.ts";
 
 /**
@@ -106,24 +107,8 @@ class RawDecoder implements PacketDecoder {
 function adjacentView(parts: Uint8Array[], length: number): Uint8Array | undefined {
   const first = parts[0];
   if (parts.length === 1) return first;
-  let end = first.byteOffset + first.length;
-  for (let i = 1; i < parts.length; i++) {
-    const part = parts[i];
-    if (part.buffer !== first.buffer || part.byteOffset !== end) return undefined;
-    end += part.length;
-  }
+  if (contiguousCount(parts) < parts.length) return undefined;
   return new Uint8Array(first.buffer, first.byteOffset, length);
-}
-
-/** Copies parts into one new buffer of `length` bytes, behind `room` bytes left free. */
-function copyParts(parts: Uint8Array[], length: number, room = 0): Uint8Array {
-  const joined = new Uint8Array(room + length);
-  let offset = room;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
 }
 
 /**
@@ -132,7 +117,7 @@ function copyParts(parts: Uint8Array[], length: number, room = 0): Uint8Array {
  * adapter's read buffer do, else a copy (the only one made).
  */
 function concat(parts: Uint8Array[], length: number): Uint8Array {
-  return adjacentView(parts, length) ?? copyParts(parts, length);
+  return adjacentView(parts, length) ?? copyChunks(parts, parts.length, length);
 }
 
 function tooLarge(length: number, packetSize: number): SocketServerError {
@@ -248,8 +233,8 @@ class LengthPrefixDecoder implements PacketDecoder {
       }
       return view;
     }
-    if (!large) return copyParts(parts, length);
-    const joined = copyParts(parts, length, headerLength);
+    if (!large) return copyChunks(parts, parts.length, length);
+    const joined = copyChunks(parts, parts.length, length, headerLength);
     writeLength(joined, headerLength, length);
     const packet = joined.subarray(headerLength);
     withHeader.set(packet, headerLength);

@@ -238,7 +238,6 @@ interface ResolvedServerOptions {
   onRefused: ((info: RefusedConnection) => void) | undefined;
 }
 
-
 function isInteger(value: unknown, min: number, max: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
 }

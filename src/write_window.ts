@@ -5,12 +5,15 @@
  * its later writes in the same turn (a handler answering every packet of a
  * chunk) wait and leave together when the turn ends, in one system call
  * instead of one each. Which writes wait is each adapter's choice (Bun also
- * holds a large first write). Also the helpers the adapters' write queues
- * share. Runtime-neutral: the adapter says how to run a callback at the end
- * of the turn (`setImmediate` on all three).
+ * holds a large first write that is a packet cut from a received chunk).
+ * Also the helpers the adapters' write queues share. Runtime-neutral: the
+ * adapter says how to run a callback at the end of the turn (`setImmediate`
+ * on all three).
  *
  * @module
  */
+
+import { contiguousCount, copyChunks } from "./bytes.ts";
 
 /** A connection with writes held back until the end of the turn. */
 export interface Batched {
@@ -61,16 +64,12 @@ export class WriteWindow {
  * chunk came in.
  */
 export function mergeAdjacent(queue: Uint8Array[]): void {
+  const count = contiguousCount(queue);
+  if (count < 2) return;
   const first = queue[0];
-  let end = first.byteOffset + first.byteLength;
-  let count = 1;
-  while (count < queue.length) {
-    const next = queue[count];
-    if (next.buffer !== first.buffer || next.byteOffset !== end) break;
-    end += next.byteLength;
-    count++;
-  }
-  if (count > 1) queue.splice(0, count, new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset));
+  const last = queue[count - 1];
+  const end = last.byteOffset + last.byteLength;
+  queue.splice(0, count, new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset));
 }
 
 /**
@@ -78,12 +77,7 @@ export function mergeAdjacent(queue: Uint8Array[]): void {
  * with one copy of them: one write for many small ones.
  */
 export function joinHead(queue: Uint8Array[], count: number, length: number): Uint8Array {
-  const joined = new Uint8Array(length);
-  let offset = 0;
-  for (let i = 0; i < count; i++) {
-    joined.set(queue[i], offset);
-    offset += queue[i].length;
-  }
+  const joined = copyChunks(queue, count, length);
   queue.splice(0, count, joined);
   return joined;
 }
