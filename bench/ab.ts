@@ -10,7 +10,9 @@
 //
 // Options: --runtime node|deno|bun, --scenario pingpong|pipe1k|pipe64k|churn,
 // --kind pico0|pico4, --base <git revision>, --rounds N (5), --seconds S (3),
-// --raw. Linux only (/proc); servers on CPU 0, the generator on CPU 1.
+// --raw, --floor (Node only: also servers/floor_node.ts, the thinnest server
+// with the handler model). Linux only (/proc); servers on CPU 0, the
+// generator on CPU 1.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,6 +24,7 @@ import {
   echoServerCommand,
   median,
   root,
+  runCommand,
   runLoad,
   type Runtime,
   SCENARIOS,
@@ -39,13 +42,17 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "5" },
     seconds: { type: "string", default: "3" },
     raw: { type: "boolean", default: false },
+    floor: { type: "boolean", default: false },
   },
 });
 const runtime = values.runtime as Runtime;
 const kind = values.kind as "pico0" | "pico4";
 const scenario = SCENARIOS.find((s) => s.name === values.scenario);
-if (!["node", "deno", "bun"].includes(runtime) || !["pico0", "pico4"].includes(kind) || scenario === undefined) {
-  console.error("usage: npm run bench:ab -- [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw]");
+if (
+  !["node", "deno", "bun"].includes(runtime) || !["pico0", "pico4"].includes(kind) || scenario === undefined ||
+  (values.floor && runtime !== "node")
+) {
+  console.error("usage: npm run bench:ab -- [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw] [--floor (node)]");
   process.exit(2);
 }
 const rounds = Number(values.rounds);
@@ -61,6 +68,7 @@ const variants: Array<{ name: string; command: string[] }> = [
   { name: `base ${baseRev}`, command: echoServerCommand(runtime, kind, baseDir) },
   { name: `this checkout${git("status", "--porcelain").length > 0 ? " (with changes)" : ""}`, command: echoServerCommand(runtime, kind) },
   ...(values.raw ? [{ name: `raw ${runtime}`, command: echoServerCommand(runtime, "raw") }] : []),
+  ...(values.floor ? [{ name: "floor node", command: [...runCommand.node, join(root, "bench/servers/floor_node.ts")] }] : []),
 ];
 const rates = variants.map(() => [] as number[]);
 const cpu = variants.map(() => [] as number[]);

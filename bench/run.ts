@@ -166,13 +166,21 @@ const generatorCheck: Array<{ generators: number; rate: number }> = [];
   }
 }
 
-// Idle sessions: resident memory per session, fresh servers.
+// Idle sessions: resident memory per session, fresh servers. The servers
+// take turns (raw, p0, p4, ..., then again), so a change in the machine's
+// state between repeats reaches every server alike.
 const idle = new Map<string, number>();
-for (const { runtime, kind } of IDLE_SESSIONS > 0 ? targets : []) {
-  const perSession: number[] = [];
-  for (let repeat = 0; repeat < Math.min(REPEATS, 3); repeat++) perSession.push(await idleMemory(serverCommand(runtime, kind)));
-  idle.set(`${runtime}/${kind}`, median(perSession));
-  console.error(`bench: ${runtime}/${kind} idle: ${Math.round(median(perSession))} B/session`);
+const idleSamples = new Map<string, number[]>();
+for (let repeat = 0; repeat < Math.min(REPEATS, 3); repeat++) {
+  for (const { runtime, kind } of IDLE_SESSIONS > 0 ? targets : []) {
+    const perSession = idleSamples.get(`${runtime}/${kind}`) ?? [];
+    perSession.push(await idleMemory(serverCommand(runtime, kind)));
+    idleSamples.set(`${runtime}/${kind}`, perSession);
+  }
+}
+for (const [target, perSession] of idleSamples) {
+  idle.set(target, median(perSession));
+  console.error(`bench: ${target} idle: ${Math.round(median(perSession))} B/session`);
 }
 
 // Decoder microbenchmark, per runtime: the median of three processes (how
