@@ -42,6 +42,7 @@ import type {
 import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { StallWatch } from "../src/stall_watch.ts";
 import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
@@ -101,9 +102,6 @@ const JOIN_CHUNK_MAX = 16 * 1024;
 // writer would otherwise wait for the turn's end after every large packet.
 const writeWindow = new WriteWindow(setImmediate);
 const HOLD_MAX = 1024 * 1024;
-// close() lets queued bytes go out first; when the peer takes none of them
-// for this long, the socket is reset and they are lost.
-const CLOSE_STALL_MS = 5_000;
 
 function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
@@ -113,7 +111,7 @@ class BunConnection implements Connection, Batched {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #socket: BunSocket;
-  #writeHighWaterMark: number;
+  #options: ListenOptions; // the listener's, shared by its connections
   #events: ConnectionEvents | undefined;
   #closed = false; // close() was called or an error delivered: no more events
   #gone = false; // Bun closed the socket
@@ -132,8 +130,7 @@ class BunConnection implements Connection, Batched {
   #drain: DrainSignal | undefined; // made on first backpressure
   #lastWriteTurn = -1;
   #heldBytes = 0; // queued this turn, to be written when it ends
-  #progressAt = 0; // when queued bytes last went out, once closing
-  #stallTimer: ReturnType<typeof setTimeout> | undefined;
+  #stall: StallWatch | undefined; // closing with bytes queued
 
   /**
    * @param local The listener's own address when it is bound to one (see
@@ -144,9 +141,9 @@ class BunConnection implements Connection, Batched {
    * held.) One handed to a waiting core is started before Bun can read it,
    * so pausing it would only cost system calls.
    */
-  constructor(socket: BunSocket, writeHighWaterMark: number, local: SocketAddress | undefined, waits: boolean) {
+  constructor(socket: BunSocket, options: ListenOptions, local: SocketAddress | undefined, waits: boolean) {
     this.#socket = socket;
-    this.#writeHighWaterMark = writeHighWaterMark;
+    this.#options = options;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     if (waits) socket.pause();
@@ -231,8 +228,7 @@ class BunConnection implements Connection, Batched {
     // bytes reach the peer, as long as it keeps taking them. Reading (and
     // dropping) meanwhile keeps a peer that is blocked sending able to read.
     this.#read(true);
-    this.#progressAt = Date.now();
-    this.#watchStall(CLOSE_STALL_MS);
+    this.#stall = new StallWatch(() => this.#queuedBytes, () => this.#socket.terminate(), this.#options.lingerMs);
   }
 
   // --- Called by the socket handlers.
@@ -277,7 +273,6 @@ class BunConnection implements Connection, Batched {
       const written = socket.write(chunk);
       if (written < 0) return; // closed: Bun's close handler follows
       this.#queuedBytes -= written;
-      if (this.#closed && written > 0) this.#progressAt = Date.now();
       if (written < chunk.length) {
         queue[0] = chunk.subarray(written);
         break;
@@ -286,18 +281,18 @@ class BunConnection implements Connection, Batched {
     }
     if (this.#closed) {
       if (queue.length === 0) {
-        clearTimeout(this.#stallTimer);
+        this.#stall?.stop();
         socket.end();
       }
       return;
     }
-    if (this.#queuedBytes <= this.#writeHighWaterMark) this.#drain?.wake();
+    if (this.#queuedBytes <= this.#options.writeHighWaterMark) this.#drain?.wake();
   }
 
   onClose(error: Error | undefined): void {
     if (this.#gone) return;
     this.#gone = true;
-    clearTimeout(this.#stallTimer);
+    this.#stall?.stop();
     this.#queue = undefined;
     this.#queuedBytes = 0;
     this.#drain?.wake();
@@ -383,7 +378,7 @@ class BunConnection implements Connection, Batched {
 
   #backpressure(): Promise<void> | undefined {
     const held = Math.min(this.#heldBytes, HOLD_MAX);
-    if (this.#queuedBytes - held <= this.#writeHighWaterMark) return undefined;
+    if (this.#queuedBytes - held <= this.#options.writeHighWaterMark) return undefined;
     return (this.#drain ??= new DrainSignal()).wait();
   }
 
@@ -403,30 +398,17 @@ class BunConnection implements Connection, Batched {
     if (count < 2) return queue[0];
     return joinHead(queue, count, length);
   }
-
-  #watchStall(delay: number): void {
-    const timer = setTimeout(() => {
-      this.#stallTimer = undefined;
-      if (this.#gone) return;
-      const stalled = Date.now() - this.#progressAt;
-      if (stalled >= CLOSE_STALL_MS) this.#socket.terminate();
-      else this.#watchStall(CLOSE_STALL_MS - stalled);
-    }, delay);
-    // The socket keeps the process alive while it is open; the timer need not.
-    (timer as { unref?: () => void }).unref?.();
-    this.#stallTimer = timer;
-  }
 }
 
 /** Bun's handlers for one listener: shared by all its sockets. */
 function handlers(
   queue: AcceptQueue<BunConnection>,
-  writeHighWaterMark: number,
+  options: ListenOptions,
   bound: { local: SocketAddress | undefined },
 ): BunSocketHandler {
   return {
     open(socket) {
-      const connection = new BunConnection(socket, writeHighWaterMark, bound.local, !queue.taking);
+      const connection = new BunConnection(socket, options, bound.local, !queue.taking);
       socket.data = connection;
       // Handed out, held, or (past backlog, or after close) closed.
       queue.offer(connection);
@@ -508,14 +490,14 @@ function listen(options: ListenOptions): Promise<Listener> {
   if (Bun === undefined || typeof Bun.listen !== "function") {
     return Promise.reject(new Error("The Bun adapter needs Bun (Bun.listen): use the adapter of the running runtime"));
   }
-  const { hostname, port, writeHighWaterMark } = options;
+  const { hostname, port } = options;
   const queue = new AcceptQueue<BunConnection>(options);
   const bound: { local: SocketAddress | undefined } = { local: undefined };
   let server: BunTcpListener;
   try {
     // allowHalfOpen: a peer's FIN ends its input only, so that the session
     // can still answer; the core closes the connection when it is done.
-    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, writeHighWaterMark, bound) });
+    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, options, bound) });
   } catch (error) {
     return Promise.reject(listenError(hostname, port, error));
   }

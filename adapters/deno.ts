@@ -43,6 +43,7 @@ import type {
 } from "../src/transport.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { StallWatch } from "../src/stall_watch.ts";
 import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
@@ -116,9 +117,6 @@ const SMALL_HEAD = 64;
 // (Deno's writes often complete at once, so the loop would otherwise take
 // them one by one).
 const writeWindow = new WriteWindow(setImmediate);
-// close() lets queued bytes go out first; when the peer takes none of them
-// for this long, it closes anyway and they are lost.
-const CLOSE_STALL_MS = 5_000;
 
 class DenoConnection implements Connection, Batched {
   readonly remoteAddress: SocketAddress;
@@ -139,14 +137,13 @@ class DenoConnection implements Connection, Batched {
   #writing = false; // the write loop runs (or is about to)
   #lastWriteTurn = -1;
   #writeHeld = false; // writes wait for the turn's end
-  #writeHighWaterMark: number;
+  #options: ListenOptions; // the listener's, shared by its connections
   #drain = new DrainSignal();
-  #progressAt = 0; // when bytes last went out, once closing
-  #stallTimer: ReturnType<typeof setTimeout> | undefined;
+  #stall: StallWatch | undefined; // closing with bytes queued
 
-  constructor(conn: DenoTcpConn, writeHighWaterMark: number) {
+  constructor(conn: DenoTcpConn, options: ListenOptions) {
     this.#conn = conn;
-    this.#writeHighWaterMark = writeHighWaterMark;
+    this.#options = options;
     this.remoteAddress = { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
     this.localAddress = { hostname: conn.localAddr.hostname, port: conn.localAddr.port };
   }
@@ -248,7 +245,7 @@ class DenoConnection implements Connection, Batched {
     }
     // Even a small write is only queued (conn.write is asynchronous); the
     // bound is on what waits in the queue.
-    if (this.#queuedBytes <= this.#writeHighWaterMark) return undefined;
+    if (this.#queuedBytes <= this.#options.writeHighWaterMark) return undefined;
     return this.#drain.wait();
   }
 
@@ -283,11 +280,10 @@ class DenoConnection implements Connection, Batched {
         return;
       }
       if (this.#released) break;
-      if (this.#closed) this.#progressAt = Date.now();
       this.#queuedBytes -= written;
       if (written < chunk.length) queue[0] = chunk.subarray(written);
       else queue.shift();
-      if (this.#queuedBytes <= this.#writeHighWaterMark && this.#drain.waiting) this.#drain.wake();
+      if (this.#queuedBytes <= this.#options.writeHighWaterMark && this.#drain.waiting) this.#drain.wake();
     }
     this.#writing = false;
     if (this.#closed) this.#release();
@@ -341,19 +337,9 @@ class DenoConnection implements Connection, Batched {
       return;
     }
     // The core closes right after a handler's last send: let bytes already
-    // queued reach the peer, as long as it keeps taking them.
-    this.#progressAt = Date.now();
-    this.#watchStall(CLOSE_STALL_MS);
-  }
-
-  #watchStall(delay: number): void {
-    this.#stallTimer = setTimeout(() => {
-      this.#stallTimer = undefined;
-      if (this.#released) return;
-      const stalled = Date.now() - this.#progressAt;
-      if (stalled >= CLOSE_STALL_MS) this.#release(); // cancels the pending write
-      else this.#watchStall(CLOSE_STALL_MS - stalled);
-    }, delay);
+    // queued reach the peer, as long as it keeps taking them; release()
+    // cancels the pending write.
+    this.#stall = new StallWatch(() => this.#queuedBytes, () => this.#release(), this.#options.lingerMs);
   }
 
   #fail(error: unknown): void {
@@ -367,7 +353,7 @@ class DenoConnection implements Connection, Batched {
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
+    this.#stall?.stop();
     this.#queue.length = 0;
     this.#queuedBytes = 0;
     this.#readBuffer = new Uint8Array(0);
@@ -387,13 +373,13 @@ class DenoListener implements Listener {
   readonly refused = 0;
   readonly waiting = 0;
   #listener: DenoTcpListener;
-  #writeHighWaterMark: number;
+  #options: ListenOptions;
   #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
-  constructor(listener: DenoTcpListener, writeHighWaterMark: number) {
+  constructor(listener: DenoTcpListener, options: ListenOptions) {
     this.#listener = listener;
-    this.#writeHighWaterMark = writeHighWaterMark;
+    this.#options = options;
     this.localAddress = { hostname: listener.addr.hostname, port: listener.addr.port };
   }
 
@@ -421,7 +407,7 @@ class DenoListener implements Listener {
       }
       return null;
     }
-    return new DenoConnection(conn, this.#writeHighWaterMark);
+    return new DenoConnection(conn, this.#options);
   }
 
   close(): Promise<void> {
@@ -444,7 +430,7 @@ class DenoListener implements Listener {
 function ignore(): void {}
 
 function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port, backlog, writeHighWaterMark } = options;
+  const { hostname, port, backlog } = options;
   const deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (deno === undefined || typeof deno.listen !== "function") {
     return Promise.reject(
@@ -460,7 +446,7 @@ function listen(options: ListenOptions): Promise<Listener> {
     const cause = withCode(error);
     return Promise.reject(listenFailure(hostname, port, cause.code, cause));
   }
-  return Promise.resolve(new DenoListener(listener, writeHighWaterMark));
+  return Promise.resolve(new DenoListener(listener, options));
 }
 
 /**

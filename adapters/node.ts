@@ -38,11 +38,8 @@ import type {
 import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { StallWatch } from "../src/stall_watch.ts";
 import { type Batched, WriteWindow } from "../src/write_window.ts";
-
-// How long close() waits for queued bytes to reach a peer that is not
-// reading before it gives up and destroys the socket.
-const CLOSE_FLUSH_TIMEOUT_MS = 5_000;
 
 // A connection's second and later writes in a turn leave together, in one
 // writev, when the turn ends.
@@ -70,6 +67,19 @@ function onSocketDrain(this: OwnedSocket): void {
   this[CONNECTION]?.onDrain();
 }
 
+/**
+ * What a socket still has to send, going down as it goes out: writableLength
+ * counts a write until all of it is out, so Node's handle also tells how
+ * much of the writes under way the kernel has not taken yet. (Deno's and
+ * Bun's node:net have no such count: there a write shows progress once it
+ * is all out.)
+ */
+function queuedBytes(socket: Socket): number {
+  const handle = (socket as { _handle?: { writeQueueSize?: unknown } })._handle;
+  const unsent = typeof handle?.writeQueueSize === "number" ? handle.writeQueueSize : 0;
+  return socket.writableLength + unsent;
+}
+
 class NodeConnection implements Connection, Batched {
 
   readonly remoteAddress: SocketAddress;
@@ -85,7 +95,8 @@ class NodeConnection implements Connection, Batched {
   #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
   #lastWriteTurn = -1;
-  #writeHighWaterMark: number;
+  #options: ListenOptions; // the listener's, shared by its connections
+  #stall: StallWatch | undefined; // closing with bytes queued
 
   /**
    * @param local This side's address when the listener's tells it (bound to
@@ -93,10 +104,10 @@ class NodeConnection implements Connection, Batched {
    * a getsockname call per connection, and is one frozen object shared by
    * the listener's connections; otherwise it is asked of the socket.
    */
-  constructor(socket: Socket, writeHighWaterMark: number, local: SocketAddress | undefined) {
+  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
-    this.#writeHighWaterMark = writeHighWaterMark;
+    this.#options = options;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
@@ -149,6 +160,7 @@ class NodeConnection implements Connection, Batched {
   }
 
   onClose(): void {
+    this.#stall?.stop();
     this.#drain?.wake();
   }
 
@@ -191,7 +203,7 @@ class NodeConnection implements Connection, Batched {
         this.#batchBytes += more.length;
       }
     }
-    if (this.#batchBytes + this.#socket.writableLength <= this.#writeHighWaterMark) return undefined;
+    if (this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) return undefined;
     const drained = (this.#drain ??= new DrainSignal()).wait();
     if (this.#batch === undefined) this.#wakeWhenDrained();
     return drained;
@@ -220,7 +232,7 @@ class NodeConnection implements Connection, Batched {
 
   #wakeWhenDrained(): void {
     const socket = this.#socket;
-    if (socket.writableLength <= this.#writeHighWaterMark) this.#drain?.wake();
+    if (socket.writableLength <= this.#options.writeHighWaterMark) this.#drain?.wake();
     else if (!this.#awaitingDrain) {
       this.#awaitingDrain = true;
       socket.once("drain", onSocketDrain);
@@ -245,13 +257,10 @@ class NodeConnection implements Connection, Batched {
       socket.destroy();
       return;
     }
-    // Let bytes already written reach the peer, within a bound.
-    const timer = setTimeout(() => socket.destroy(), CLOSE_FLUSH_TIMEOUT_MS);
-    timer.unref?.();
-    socket.end(() => {
-      clearTimeout(timer);
-      socket.destroy();
-    });
+    // Let bytes already written reach the peer, as long as it keeps taking
+    // them.
+    socket.end(() => socket.destroy());
+    this.#stall = new StallWatch(() => queuedBytes(socket), () => socket.destroy(), this.#options.lingerMs);
   }
 
 }
@@ -259,7 +268,7 @@ class NodeConnection implements Connection, Batched {
 class NodeListener implements Listener {
   readonly localAddress: SocketAddress;
   #server: Server;
-  #writeHighWaterMark: number;
+  #options: ListenOptions;
   #acceptedLocal: SocketAddress | undefined;
   #queue: AcceptQueue<NodeConnection>;
   #closed: Promise<void> | undefined;
@@ -268,7 +277,7 @@ class NodeListener implements Listener {
     this.#server = server;
     this.localAddress = localAddress;
     this.#acceptedLocal = acceptedLocalAddress(localAddress);
-    this.#writeHighWaterMark = options.writeHighWaterMark;
+    this.#options = options;
     this.#queue = new AcceptQueue(options);
     server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
@@ -303,7 +312,7 @@ class NodeListener implements Listener {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeConnection(socket, this.#writeHighWaterMark, this.#acceptedLocal));
+    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal));
   }
 }
 

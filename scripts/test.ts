@@ -14,7 +14,13 @@ import { findSystemNode } from "./system_node.ts";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => `${root}node_modules/.bin/${name}`;
 
-const unitTests = ["tests/core.test.ts", "tests/framing.test.ts", "tests/write_window.test.ts", "tests/accept_queue.test.ts"];
+const unitTests = [
+  "tests/core.test.ts",
+  "tests/framing.test.ts",
+  "tests/write_window.test.ts",
+  "tests/accept_queue.test.ts",
+  "tests/stall_watch.test.ts",
+];
 // On every runtime: the Node adapter (all three ship node:net) and the demo
 // on the runtime's default adapter.
 const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];

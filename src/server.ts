@@ -367,6 +367,7 @@ export class SocketServer implements RegisteredServer {
         port,
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
+        lingerMs: session.lingerMs,
         onRefused: (remoteAddress) => {
           const onRefused = this.#options.onRefused;
           if (onRefused) this.#safely(() => onRefused({ remoteAddress, refused: this.#refused }));

@@ -84,6 +84,17 @@ export interface SessionOptions {
    * @default {65536}
    */
   writeHighWaterMark?: number;
+  /**
+   * How long bytes still queued when the session closes (a handler that
+   * sends and returns) may wait for a peer that takes none of them, in
+   * milliseconds; then they are dropped with the socket. They go out as long
+   * as the peer keeps taking them. `0` drops them at close. Like the seed's
+   * `{linger, {true, Seconds}}`. (With the Node adapter on Deno or Bun,
+   * whose `node:net` tells no progress within a write, a peer taking one
+   * large batch of writes for longer than this counts as taking none.)
+   * @default {5000}
+   */
+  lingerMs?: number;
 }
 
 /** The settings a session runs with, defaults applied. */
@@ -94,6 +105,7 @@ export interface ResolvedSessionOptions {
   idleTimeoutMs: number;
   readHighWaterMark: number;
   writeHighWaterMark: number;
+  lingerMs: number;
 }
 
 /** Applies defaults to caller's session options and checks them. */
@@ -105,9 +117,10 @@ export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSes
     idleTimeoutMs: options.idleTimeoutMs ?? 0,
     readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
     writeHighWaterMark: options.writeHighWaterMark ?? 64 * 1024,
+    lingerMs: options.lingerMs ?? 5_000,
   };
   for (
-    const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark", "writeHighWaterMark"] as const
+    const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark", "writeHighWaterMark", "lingerMs"] as const
   ) {
     const value = resolved[key];
     if (!(typeof value === "number" && value >= 0 && Number.isFinite(value))) {
@@ -485,6 +498,9 @@ export class Session {
 
   /**
    * Closes the connection; a pending `recv()` resolves `null`. Idempotent.
+   * Bytes already sent still go out as long as the peer keeps taking them;
+   * once it has taken none for `lingerMs` (5 s by default) they are dropped
+   * with the socket.
    *
    * @example Closing every session of a server
    * ```ts

@@ -21,7 +21,8 @@
  *   once the buffer has drained (or the connection has closed). It never
  *   rejects and never throws: failures surface as `error` events.
  * - `close()` is idempotent, safe at any time (also while bytes are being
- *   read), and discards unsent data only if the peer cannot take it.
+ *   read), and discards unsent data only if the peer takes none of it for
+ *   `lingerMs`.
  *
  * @module
  */
@@ -54,6 +55,7 @@ export interface SocketAddress {
  *   port: 0,
  *   backlog: 4096,
  *   writeHighWaterMark: 65536,
+ *   lingerMs: 5000,
  * };
  * ```
  */
@@ -69,6 +71,12 @@ export interface ListenOptions {
    * backpressure.
    */
   writeHighWaterMark: number;
+  /**
+   * How long a closed connection's queued bytes may wait for a peer that
+   * takes none of them, in milliseconds, before they are dropped with the
+   * socket (`0`: at once).
+   */
+  lingerMs: number;
   /**
    * Called for each connection refused because `backlog` were already
    * waiting, with the peer's address.

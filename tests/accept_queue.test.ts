@@ -23,6 +23,7 @@ function queueOf(backlog: number, refused: SocketAddress[] = []): AcceptQueue<Wa
     port: 0,
     backlog,
     writeHighWaterMark: 65_536,
+    lingerMs: 5_000,
     onRefused: (address) => refused.push(address),
   };
   return new AcceptQueue<Waiting>(options);

@@ -147,6 +147,25 @@ describe("starting and naming servers", () => {
     await rejectsWithCode(startRawServer(0, 1, echo), "invalid_argument");
   });
 
+  test("the write bound and the linger reach the transport, with their defaults", async () => {
+    const transport = new MemoryTransport();
+    const defaults = await startServer({ transport, port: 0, max: 1, handler: echo });
+    const tuned = await startServer({
+      transport,
+      port: 0,
+      max: 1,
+      handler: echo,
+      session: { writeHighWaterMark: 1024, lingerMs: 250 },
+    });
+    const [first, second] = [...transport.listeners.values()];
+    assert.equal(first.options.writeHighWaterMark, 64 * 1024);
+    assert.equal(first.options.lingerMs, 5_000);
+    assert.equal(second.options.writeHighWaterMark, 1024);
+    assert.equal(second.options.lingerMs, 250);
+    await defaults.stop();
+    await tuned.stop();
+  });
+
   test("invalid options reject with invalid_argument naming the value", async () => {
     const transport = new MemoryTransport();
     const bad: Array<[Record<string, unknown>, RegExp]> = [
@@ -157,6 +176,7 @@ describe("starting and naming servers", () => {
       [{ port: 0, max: 1, handler: echo, packetSize: -1 }, /packet size -1/],
       [{ port: 0, max: 1, handler: echo, name: "" }, /server name ""/],
       [{ port: 0, max: 1, handler: echo, session: { idleTimeoutMs: -5 } }, /idleTimeoutMs -5/],
+      [{ port: 0, max: 1, handler: echo, session: { lingerMs: -1 } }, /lingerMs -1/],
     ];
     for (const [options, message] of bad) {
       const error = await rejectsWithCode(

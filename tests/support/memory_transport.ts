@@ -191,12 +191,15 @@ export class MemoryConnection implements Connection {
 export class MemoryListener implements Listener {
   readonly localAddress: SocketAddress;
   readonly transport: MemoryTransport;
+  /** What the core asked to listen with. */
+  readonly options: ListenOptions;
   acceptCalls = 0;
   // The same accept-ahead wait the Node and Bun adapters use.
   #queue: AcceptQueue<MemoryConnection>;
 
   constructor(transport: MemoryTransport, port: number, options: ListenOptions) {
     this.transport = transport;
+    this.options = options;
     this.localAddress = { hostname: options.hostname, port };
     this.#queue = new AcceptQueue(options);
   }
