@@ -126,11 +126,14 @@ if (haveErlang) {
 }
 
 // Throughput: the servers of one runtime run side by side (idle when not
-// driven); each scenario drives raw, pico0 and pico4 in turn, REPEATS times.
-for (const runtime of [...RUNTIMES, ...(haveErlang ? ["erlang" as const] : [])]) {
-  const kinds = targets.filter((t) => t.runtime === runtime).map((t) => t.kind);
+// driven); each scenario drives raw, pico0 and pico4 in turn, REPEATS times,
+// and the Erlang server right after pico4 (right before it in the reversed
+// repeats), so that each runtime's packet 4 server and Erlang's are compared
+// run by run too, not only across the minutes between two groups.
+for (const runtime of RUNTIMES) {
+  const kinds = [...targets.filter((t) => t.runtime === runtime).map((t) => t.kind), ...(haveErlang ? ["erlang" as Kind] : [])];
   const servers = new Map<Kind, Server>();
-  for (const kind of kinds) servers.set(kind, await startServer(serverCommand(runtime, kind)));
+  for (const kind of kinds) servers.set(kind, await startServer(serverCommand(kind === "erlang" ? "erlang" : runtime, kind)));
   try {
     for (const kind of kinds) await runLoad(servers.get(kind)!.port, SCENARIOS[0].load, 0.5); // warm-up (JIT)
     for (let repeat = 0; repeat < REPEATS; repeat++) {
@@ -140,6 +143,11 @@ for (const runtime of [...RUNTIMES, ...(haveErlang ? ["erlang" as const] : [])])
           const result = await runLoad(servers.get(kind)!.port, scenario.load, SECONDS);
           const k = key(runtime, kind, scenario.name);
           samples.set(k, [...(samples.get(k) ?? []), result]);
+          // Erlang's overall figures: its runs beside every runtime.
+          if (kind === "erlang") {
+            const all = key("erlang", "erlang", scenario.name);
+            samples.set(all, [...(samples.get(all) ?? []), result]);
+          }
           console.error(`bench: ${k} #${repeat + 1}: ${Math.round(result.messages / result.seconds)} msg/s`);
         }
       }
@@ -243,6 +251,12 @@ const pairedRatios = (runtime: string, kind: Kind, scenario: string): number[] =
   const raw = samples.get(key(runtime, "raw", scenario)) ?? [];
   return mine.flatMap((run, i) => (raw[i] ? [(run.messages / run.seconds) / (raw[i].messages / raw[i].seconds)] : []));
 };
+/** pico4 / Erlang {packet, 4} for each repeat, in the same runtime's group. */
+const erlangRatios = (runtime: string, scenario: string): number[] => {
+  const mine = samples.get(key(runtime, "pico4", scenario)) ?? [];
+  const erlang = samples.get(key(runtime, "erlang", scenario)) ?? [];
+  return mine.flatMap((run, i) => (erlang[i] ? [(run.messages / run.seconds) / (erlang[i].messages / erlang[i].seconds)] : []));
+};
 /** The median of the paired ratios. */
 const ratio = (runtime: string, kind: Kind, scenario: string) => {
   const ratios = pairedRatios(runtime, kind, scenario);
@@ -262,7 +276,7 @@ const lines: string[] = [];
 lines.push("# Benchmark results", "");
 lines.push(`Made by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s, on this machine: ${process.platform} ${process.arch}, ${execFileSync("nproc").toString().trim()} cores.`);
 lines.push(`Runtimes: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join("; ")}.`);
-lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4; every other repeat in reverse order) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1${CAN_PIN ? ", servers pinned to CPU 0 and the generator to CPU 1 (taskset)" : ""}. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. A ratio is pico-socket-server / the same runtime's raw server: the median over the repeats of the ratio of their back-to-back runs.`, "");
+lines.push(`Each figure is the median of ${REPEATS} runs of ${SECONDS} s, servers of a runtime driven in turn (raw, packet 0, packet 4${haveErlang ? ", Erlang" : ""}; every other repeat in reverse order) by the same load generator (bench/load.ts on Bun), all on 127.0.0.1${CAN_PIN ? ", servers pinned to CPU 0 and the generator to CPU 1 (taskset)" : ""}. Every message carries a 4-byte length header, so raw echo servers, packet 0 and packet 4 servers see the same bytes. A ratio is pico-socket-server / the same runtime's raw server: the median over the repeats of the ratio of their back-to-back runs.`, "");
 lines.push("## Ratios (pico-socket-server / raw, messages per second)", "");
 const ratioHeader = `| runtime | ${SCENARIOS.map((s) => `${s.name} p0`).join(" | ")} | ${SCENARIOS.map((s) => `${s.name} p4`).join(" | ")} |`;
 const ratioRule = `|---|${SCENARIOS.map(() => "---:").join("|")}|${SCENARIOS.map(() => "---:").join("|")}|`;
@@ -273,6 +287,18 @@ for (const runtime of RUNTIMES) {
 lines.push("", `Lowest and highest of the ${REPEATS} paired ratios (how much this machine moved during the run):`, "", ratioHeader, ratioRule);
 for (const runtime of RUNTIMES) {
   lines.push(`| ${runtime} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico0", s.name)).join(" | ")} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico4", s.name)).join(" | ")} |`);
+}
+if (haveErlang) {
+  lines.push("", "## Against Erlang/OTP {packet, 4}", "");
+  lines.push(`pico-socket-server with packet type 4 / the Erlang \`gen_tcp\` \`{packet, 4}\` server (bench/servers/echo.erl), messages per second: the median of the ${REPEATS} ratios of back-to-back runs in the same runtime's group, with the lowest and highest. Above 1.00 the runtime is ahead.`, "");
+  lines.push(`| runtime | ${SCENARIOS.map((s) => s.name).join(" | ")} |`, `|---|${SCENARIOS.map(() => "---:").join("|")}|`);
+  for (const runtime of RUNTIMES) {
+    const cell = (scenario: string) => {
+      const ratios = erlangRatios(runtime, scenario);
+      return ratios.length > 0 ? `${fmt(median(ratios), 2)} (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})` : "—";
+    };
+    lines.push(`| ${runtime} | ${SCENARIOS.map((s) => cell(s.name)).join(" | ")} |`);
+  }
 }
 lines.push("", "## Throughput and latency", "");
 lines.push("| scenario | runtime | server | messages/s | MB/s | p50 µs | p99 µs | vs raw |");
