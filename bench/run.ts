@@ -133,7 +133,7 @@ if (haveErlang) {
 for (const runtime of RUNTIMES) {
   const kinds = [...targets.filter((t) => t.runtime === runtime).map((t) => t.kind), ...(haveErlang ? ["erlang" as Kind] : [])];
   const servers = new Map<Kind, Server>();
-  for (const kind of kinds) servers.set(kind, await startServer(serverCommand(kind === "erlang" ? "erlang" : runtime, kind)));
+  for (const kind of kinds) servers.set(kind, await startServer(serverCommand(runtime, kind)));
   try {
     for (const kind of kinds) await runLoad(servers.get(kind)!.port, SCENARIOS[0].load, 0.5); // warm-up (JIT)
     for (let repeat = 0; repeat < REPEATS; repeat++) {
@@ -242,31 +242,23 @@ for (const { runtime, kind } of targets) {
 const rowOf = (runtime: string, kind: Kind, scenario: string) =>
   rows.find((r) => r.runtime === runtime && r.kind === kind && r.scenario.name === scenario);
 /**
- * pico-socket-server / raw for each repeat: the two ran one right after the
- * other, so a slow spell of the machine mostly hits both, and the ratio of
- * a pair moves less than either rate.
+ * `kind` / `against` (raw, or Erlang beside packet 4) for each repeat: the
+ * two ran one right after the other, so a slow spell of the machine mostly
+ * hits both, and the ratio of a pair moves less than either rate.
  */
-const pairedRatios = (runtime: string, kind: Kind, scenario: string): number[] => {
+const pairedRatios = (runtime: string, kind: Kind, scenario: string, against: Kind = "raw"): number[] => {
   const mine = samples.get(key(runtime, kind, scenario)) ?? [];
-  const raw = samples.get(key(runtime, "raw", scenario)) ?? [];
-  return mine.flatMap((run, i) => (raw[i] ? [(run.messages / run.seconds) / (raw[i].messages / raw[i].seconds)] : []));
-};
-/** pico4 / Erlang {packet, 4} for each repeat, in the same runtime's group. */
-const erlangRatios = (runtime: string, scenario: string): number[] => {
-  const mine = samples.get(key(runtime, "pico4", scenario)) ?? [];
-  const erlang = samples.get(key(runtime, "erlang", scenario)) ?? [];
-  return mine.flatMap((run, i) => (erlang[i] ? [(run.messages / run.seconds) / (erlang[i].messages / erlang[i].seconds)] : []));
+  const other = samples.get(key(runtime, against, scenario)) ?? [];
+  return mine.flatMap((run, i) => (other[i] ? [(run.messages / run.seconds) / (other[i].messages / other[i].seconds)] : []));
 };
 /** The median of the paired ratios. */
 const ratio = (runtime: string, kind: Kind, scenario: string) => {
   const ratios = pairedRatios(runtime, kind, scenario);
   return ratios.length > 0 ? median(ratios) : NaN;
 };
-/** The lowest and highest paired ratio, as "0.90–0.99". */
-const ratioRange = (runtime: string, kind: Kind, scenario: string) => {
-  const ratios = pairedRatios(runtime, kind, scenario);
-  return ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
-};
+/** The lowest and highest of some paired ratios, as "0.90–0.99". */
+const range = (ratios: number[]) =>
+  ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
 
 const fmt = (n: number, digits = 0) =>
   Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—";
@@ -286,7 +278,7 @@ for (const runtime of RUNTIMES) {
 }
 lines.push("", `Lowest and highest of the ${REPEATS} paired ratios (how much this machine moved during the run):`, "", ratioHeader, ratioRule);
 for (const runtime of RUNTIMES) {
-  lines.push(`| ${runtime} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico0", s.name)).join(" | ")} | ${SCENARIOS.map((s) => ratioRange(runtime, "pico4", s.name)).join(" | ")} |`);
+  lines.push(`| ${runtime} | ${SCENARIOS.map((s) => range(pairedRatios(runtime, "pico0", s.name))).join(" | ")} | ${SCENARIOS.map((s) => range(pairedRatios(runtime, "pico4", s.name))).join(" | ")} |`);
 }
 if (haveErlang) {
   lines.push("", "## Against Erlang/OTP {packet, 4}", "");
@@ -294,8 +286,8 @@ if (haveErlang) {
   lines.push(`| runtime | ${SCENARIOS.map((s) => s.name).join(" | ")} |`, `|---|${SCENARIOS.map(() => "---:").join("|")}|`);
   for (const runtime of RUNTIMES) {
     const cell = (scenario: string) => {
-      const ratios = erlangRatios(runtime, scenario);
-      return ratios.length > 0 ? `${fmt(median(ratios), 2)} (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})` : "—";
+      const ratios = pairedRatios(runtime, "pico4", scenario, "erlang");
+      return ratios.length > 0 ? `${fmt(median(ratios), 2)} (${range(ratios)})` : "—";
     };
     lines.push(`| ${runtime} | ${SCENARIOS.map((s) => cell(s.name)).join(" | ")} |`);
   }

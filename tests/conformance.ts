@@ -647,23 +647,38 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
-    test("a closed session's queued bytes are dropped once its peer has taken none for lingerMs", TIMEOUT, async () => {
-      // More than loopback's kernel buffers hold, so most of it waits in the
-      // adapter's queue when the handler returns and the session closes.
-      const packet = bytesOf(32 * 1024 * 1024, 7);
+    /**
+     * Runs `body` with a client connected to a server whose one session
+     * queues `packets` without waiting and returns, so that it closes with
+     * them queued; the client reads nothing until `body` runs.
+     */
+    async function afterClosingWithQueued(
+      packets: Uint8Array[],
+      lingerMs: number | undefined,
+      body: (client: Client) => Promise<void>,
+    ): Promise<void> {
       let ended = false;
       await withServer({
         port: 0,
         max: 1,
-        session: { lingerMs: 300 },
+        session: { lingerMs },
         handler: (session) => {
-          void session.send(packet);
+          for (const packet of packets) void session.send(packet);
         },
         onSessionEnd: () => (ended = true),
       }, async (server) => {
         const client = await Client.connect(server.port);
         client.socket.pause();
         await until(() => ended, "the session to end");
+        await body(client);
+      });
+    }
+
+    test("a closed session's queued bytes are dropped once its peer has taken none for lingerMs", TIMEOUT, async () => {
+      // More than loopback's kernel buffers hold, so most of it waits in the
+      // adapter's queue when the session closes.
+      const packet = bytesOf(32 * 1024 * 1024, 7);
+      await afterClosingWithQueued([packet], 300, async (client) => {
         // Well past lingerMs (looked at five times per lingerMs) with nothing
         // taken: the connection is dropped with its queue.
         await sleep(1_500);
@@ -676,17 +691,8 @@ export function conformance(label: string, transport: Transport, api: Api = sour
 
     test("a closed session's queued bytes all reach a peer that keeps taking them", TIMEOUT, async () => {
       const packet = bytesOf(32 * 1024 * 1024, 9);
-      let ended = false;
-      await withServer({
-        port: 0,
-        max: 1,
-        handler: (session) => {
-          void session.send(packet);
-        },
-        onSessionEnd: () => (ended = true),
-      }, async (server) => {
-        const client = await Client.connect(server.port);
-        await until(() => ended, "the session to end");
+      await afterClosingWithQueued([packet], undefined, async (client) => {
+        client.socket.resume();
         const received = await client.whenClosed(15_000);
         assert.equal(received.length, packet.length);
         assert.deepEqual(received, packet);
@@ -703,19 +709,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
     }, async () => {
       const packet = bytesOf(64 * 1024, 11);
       const count = 512; // 32 MiB: several times what loopback's kernel buffers hold
-      let ended = false;
-      await withServer({
-        port: 0,
-        max: 1,
-        session: { lingerMs: 500 },
-        handler: (session) => {
-          for (let i = 0; i < count; i++) void session.send(packet);
-        },
-        onSessionEnd: () => (ended = true),
-      }, async (server) => {
-        const client = await Client.connect(server.port);
-        client.socket.pause();
-        await until(() => ended, "the session to end");
+      await afterClosingWithQueued(new Array(count).fill(packet), 500, async (client) => {
         // Takes about 1 MiB, then rests 50 ms, and so on: always some
         // progress within lingerMs, and 32 rests take three times as long.
         const started = Date.now();
