@@ -9,6 +9,12 @@ import { StallWatch } from "../src/stall_watch.ts";
 const LINGER_MS = 20;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits until `condition` holds, looking every millisecond, for at most 2 s. */
+async function until(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  while (!condition() && Date.now() < deadline) await sleep(1);
+}
+
 describe("StallWatch", () => {
   test("calls onStall once the queue has not gone down for a whole period", async () => {
     let stalls = 0;
@@ -18,7 +24,8 @@ describe("StallWatch", () => {
       stalls++;
       stalledAfter = Date.now() - started;
     }, LINGER_MS);
-    await sleep(LINGER_MS * 5);
+    await until(() => stalls > 0);
+    await sleep(LINGER_MS * 3);
     assert.equal(stalls, 1, "once, not again");
     assert.ok(stalledAfter >= LINGER_MS - 2, `not before a whole period (${stalledAfter} ms)`);
   });
@@ -37,7 +44,7 @@ describe("StallWatch", () => {
       }
       return queued;
     }, () => (stalledAt = Date.now() - started), LINGER_MS);
-    await sleep(LINGER_MS * 10);
+    await until(() => stalledAt >= 0);
     assert.ok(stalledAt >= progressFor, `not while the queue went down (stalled at ${stalledAt} ms)`);
     assert.ok(
       stalledAt - lastProgressAt >= LINGER_MS - 2,
