@@ -61,7 +61,26 @@ const seconds = Number(values.seconds);
 // The other build: a temporary worktree of --base.
 const git = (...args: string[]) => execFileSync("git", args, { cwd: root }).toString().trim();
 const baseRev = git("rev-parse", "--short", values.base!);
-const baseDir = join(mkdtempSync(join(tmpdir(), "pico-ab-")), "base");
+const tempDir = mkdtempSync(join(tmpdir(), "pico-ab-"));
+const baseDir = join(tempDir, "base");
+const removeWorktree = () => {
+  try {
+    git("worktree", "remove", "--force", baseDir);
+  } catch {
+    git("worktree", "prune"); // interrupted before it was made
+  }
+  rmSync(tempDir, { recursive: true, force: true });
+};
+const servers: Server[] = [];
+// Interrupted (Ctrl-C, or a timeout's SIGTERM), the finally below does not
+// run: stop the servers and remove the worktree here.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    for (const server of servers) server.process.kill();
+    removeWorktree();
+    process.exit(130);
+  });
+}
 git("worktree", "add", "--detach", baseDir, baseRev);
 
 const variants: Array<{ name: string; command: string[] }> = [
@@ -73,7 +92,6 @@ const variants: Array<{ name: string; command: string[] }> = [
 const rates = variants.map(() => [] as number[]);
 const cpu = variants.map(() => [] as number[]);
 
-const servers: Server[] = [];
 try {
   for (const variant of variants) servers.push(await startServer(variant.command));
   for (const server of servers) await runLoad(server.port, scenario.load, 0.5); // warm-up (JIT)
@@ -93,7 +111,7 @@ try {
   }
 } finally {
   for (const server of servers) await stopServer(server);
-  git("worktree", "remove", "--force", baseDir);
+  removeWorktree();
 }
 
 // Medians, and the best run of each: on a shared machine other tenants only
