@@ -132,6 +132,32 @@ export function runLoad(port: number, load: Scenario["load"], seconds: number, g
   }));
 }
 
+/**
+ * Opens `count` idle sessions on a port from the load generator (on CPU 1),
+ * each proven served by one round trip; resolves once all are up, with the
+ * function that closes them.
+ */
+export async function openIdleSessions(port: number, count: number): Promise<() => Promise<void>> {
+  const client = spawn(GENERATOR[0], [
+    ...GENERATOR.slice(1),
+    join(root, "bench/load.ts"),
+    JSON.stringify({ scenario: "idle", port, connections: count, size: 8, inflight: 1, seconds: 0 }),
+  ], { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    let output = "";
+    client.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("ready")) resolve();
+    });
+    client.once("exit", (code) => reject(new Error(`idle client exited with ${code}`)));
+  });
+  return () => {
+    const exited = new Promise<void>((resolve) => client.once("exit", () => resolve()));
+    client.stdin!.end();
+    return exited;
+  };
+}
+
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];

@@ -9,12 +9,10 @@
 //   node --expose-gc bench/idle_heap.ts raw
 //   node --expose-gc bench/idle_heap.ts pico0
 //   node --expose-gc bench/idle_heap.ts pico4
-import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { join } from "node:path";
 import process from "node:process";
 import { getHeapSpaceStatistics } from "node:v8";
-import { GENERATOR, root } from "./common.ts";
+import { openIdleSessions } from "./common.ts";
 import { startServer } from "../mod.ts";
 
 const SESSIONS = Number(process.env.BENCH_IDLE ?? 10_000);
@@ -56,18 +54,7 @@ const liveHeap = () => {
 };
 const heapBefore = liveHeap();
 const newSpaceBefore = newSpace();
-const client = spawn(GENERATOR[0], [
-  ...GENERATOR.slice(1),
-  join(root, "bench/load.ts"),
-  JSON.stringify({ scenario: "idle", port, connections: SESSIONS, size: 8, inflight: 1, seconds: 0 }),
-], { stdio: ["pipe", "pipe", "inherit"] });
-await new Promise<void>((resolve) => {
-  let output = "";
-  client.stdout!.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-    if (output.includes("ready")) resolve();
-  });
-});
+const closeSessions = await openIdleSessions(port, SESSIONS);
 const newSpaceAfter = newSpace();
 const heapAfter = liveHeap();
 console.log(JSON.stringify({
@@ -76,6 +63,5 @@ console.log(JSON.stringify({
   newSpaceKiB: { before: Math.round(newSpaceBefore / 1024), after: Math.round(newSpaceAfter / 1024) },
   liveHeapBytesPerSession: Math.round((heapAfter - heapBefore) / SESSIONS),
 }));
-client.stdin!.end();
-await new Promise((resolve) => client.once("exit", resolve));
+await closeSessions();
 process.exit(0);

@@ -10,18 +10,18 @@
 //
 //   npm run bench              # the whole table (a few minutes)
 //   BENCH_SECONDS=1 BENCH_REPEATS=1 npm run bench   # a quick look
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import {
   CAN_PIN,
-  GENERATOR,
   echoServerCommand,
   type Kind,
   type LoadResult,
   median,
+  openIdleSessions,
   root,
   rssKiB,
   runCommand,
@@ -78,23 +78,10 @@ async function idleMemory(command: string[]): Promise<number> {
   try {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const before = rssKiB(server.process.pid!);
-    const client = spawn(GENERATOR[0], [
-      ...GENERATOR.slice(1),
-      join(root, "bench/load.ts"),
-      JSON.stringify({ scenario: "idle", port: server.port, connections: IDLE_SESSIONS, size: 8, inflight: 1, seconds: 0 }),
-    ], { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
-    await new Promise<void>((resolve, reject) => {
-      let output = "";
-      client.stdout!.on("data", (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes("ready")) resolve();
-      });
-      client.once("exit", (code) => reject(new Error(`idle client exited with ${code}`)));
-    });
+    const closeSessions = await openIdleSessions(server.port, IDLE_SESSIONS);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const after = rssKiB(server.process.pid!);
-    client.stdin!.end();
-    await new Promise((resolve) => client.once("exit", resolve));
+    await closeSessions();
     return ((after - before) * 1024) / IDLE_SESSIONS;
   } finally {
     await stopServer(server);

@@ -38,6 +38,7 @@ export class StallWatch {
     if (lingerMs === 0) onStall();
     else this.#arm();
   }
+
   /** No more looks: the connection is gone. */
   stop(): void {
     clearTimeout(this.#timer);
