@@ -10,8 +10,9 @@
 //
 // Options: --runtime node|deno|bun, --scenario pingpong|pipe1k|pipe64k|churn,
 // --kind pico0|pico4, --base <git revision>, --rounds N (5), --seconds S (3),
-// --raw, --floor (Node only: also servers/floor_node.ts, the thinnest server
-// with the handler model). Linux only (/proc); servers on CPU 0, the
+// --raw, --floor (Node and Deno: also servers/floor_<runtime>.ts, the
+// thinnest server with the handler model), --extra FILE (any other echo server that prints
+// "PORT n", run on the same runtime; may be repeated). Linux only (/proc); servers on CPU 0, the
 // generator on CPU 1.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "3" },
     raw: { type: "boolean", default: false },
     floor: { type: "boolean", default: false },
+    extra: { type: "string", multiple: true, default: [] },
   },
 });
 const runtime = values.runtime as Runtime;
@@ -50,9 +52,9 @@ const kind = values.kind as "pico0" | "pico4";
 const scenario = SCENARIOS.find((s) => s.name === values.scenario);
 if (
   !["node", "deno", "bun"].includes(runtime) || !["pico0", "pico4"].includes(kind) || scenario === undefined ||
-  (values.floor && runtime !== "node")
+  (values.floor && runtime === "bun")
 ) {
-  console.error("usage: npm run bench:ab -- [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw] [--floor (node)]");
+  console.error("usage: npm run bench:ab -- [--runtime node|deno|bun] [--scenario pingpong|pipe1k|pipe64k|churn] [--kind pico0|pico4] [--base REV] [--rounds N] [--seconds S] [--raw] [--floor (node, deno)] [--extra FILE]...");
   process.exit(2);
 }
 const rounds = Number(values.rounds);
@@ -87,7 +89,8 @@ const variants: Array<{ name: string; command: string[] }> = [
   { name: `base ${baseRev}`, command: echoServerCommand(runtime, kind, baseDir) },
   { name: `this checkout${git("status", "--porcelain").length > 0 ? " (with changes)" : ""}`, command: echoServerCommand(runtime, kind) },
   ...(values.raw ? [{ name: `raw ${runtime}`, command: echoServerCommand(runtime, "raw") }] : []),
-  ...(values.floor ? [{ name: "floor node", command: [...runCommand.node, join(root, "bench/servers/floor_node.ts")] }] : []),
+  ...(values.floor ? [{ name: `floor ${runtime}`, command: [...runCommand[runtime], join(root, `bench/servers/floor_${runtime}.ts`)] }] : []),
+  ...values.extra!.map((file) => ({ name: file.split("/").at(-1)!, command: [...runCommand[runtime], file] })),
 ];
 const rates = variants.map(() => [] as number[]);
 const cpu = variants.map(() => [] as number[]);

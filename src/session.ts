@@ -80,8 +80,10 @@ export interface SessionOptions {
   /**
    * Bytes queued for the peer above which `send()` waits until they drain,
    * so a peer that never reads holds at most this plus one packet in the
-   * server's memory.
-   * @default {65536}
+   * server's memory. (Deno's writes are asynchronous: what was handed to
+   * the socket counts until Deno reports it written, on the next turn of the
+   * event loop. A mark below a few packets makes each send wait that turn.)
+   * @default {262144}
    */
   writeHighWaterMark?: number;
   /**
@@ -116,7 +118,7 @@ export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSes
     keepAliveDelayMs: options.keepAliveDelayMs ?? 60_000,
     idleTimeoutMs: options.idleTimeoutMs ?? 0,
     readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
-    writeHighWaterMark: options.writeHighWaterMark ?? 64 * 1024,
+    writeHighWaterMark: options.writeHighWaterMark ?? 256 * 1024,
     lingerMs: options.lingerMs ?? 5_000,
   };
   for (

@@ -54,7 +54,7 @@ export interface SocketAddress {
  *   hostname: "127.0.0.1",
  *   port: 0,
  *   backlog: 4096,
- *   writeHighWaterMark: 65536,
+ *   writeHighWaterMark: 262144,
  *   lingerMs: 5000,
  * };
  * ```

@@ -158,7 +158,7 @@ describe("starting and naming servers", () => {
       session: { writeHighWaterMark: 1024, lingerMs: 250 },
     });
     const [first, second] = [...transport.listeners.values()];
-    assert.equal(first.options.writeHighWaterMark, 64 * 1024);
+    assert.equal(first.options.writeHighWaterMark, 256 * 1024);
     assert.equal(first.options.lingerMs, 5_000);
     assert.equal(second.options.writeHighWaterMark, 1024);
     assert.equal(second.options.lingerMs, 250);
