@@ -8,6 +8,8 @@
 // buffer it reuses) bounds what a session can reach.
 //
 //   npm run bench:ab -- --runtime deno --scenario pingpong --kind pico0 --raw --floor
+import { handoff } from "./handoff.ts";
+
 const SENT = Promise.resolve();
 const BUFFER_SIZE = 256 * 1024;
 const ROOM_MIN = 1024;
@@ -17,19 +19,7 @@ console.log(`PORT ${listener.addr.port}`);
 
 function serve(conn: Deno.Conn): void {
   conn.setNoDelay(true);
-  const waiting: Array<Uint8Array | null> = [];
-  let wake: ((chunk: Uint8Array | null) => void) | undefined;
-  const arrived = (chunk: Uint8Array | null) => {
-    if (wake === undefined) {
-      waiting.push(chunk);
-      return;
-    }
-    const resolve = wake;
-    wake = undefined;
-    resolve(chunk);
-  };
-  const next = (): Promise<Uint8Array | null> =>
-    waiting.length > 0 ? Promise.resolve(waiting.shift()!) : new Promise((resolve) => (wake = resolve));
+  const { arrived, next } = handoff();
 
   (async () => {
     let buffer = new Uint8Array(0);

@@ -7,24 +7,13 @@
 //
 //   npm run bench:ab -- --runtime node --scenario pingpong --kind pico0 --raw --floor
 import { createServer } from "node:net";
+import { handoff } from "./handoff.ts";
 
 const SENT = Promise.resolve();
 
 const server = createServer((socket) => {
   socket.setNoDelay(true);
-  const waiting: Array<Uint8Array | null> = [];
-  let wake: ((packet: Uint8Array | null) => void) | undefined;
-  const arrived = (packet: Uint8Array | null) => {
-    if (wake === undefined) {
-      waiting.push(packet);
-      return;
-    }
-    const resolve = wake;
-    wake = undefined;
-    resolve(packet);
-  };
-  const next = (): Promise<Uint8Array | null> =>
-    waiting.length > 0 ? Promise.resolve(waiting.shift()!) : new Promise((resolve) => (wake = resolve));
+  const { arrived, next } = handoff();
   socket.on("data", arrived);
   socket.on("end", () => arrived(null));
   socket.on("error", () => {
