@@ -266,6 +266,7 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
   if (!isInteger(backlog, 1, Number.MAX_SAFE_INTEGER)) {
     throw invalidArgument("backlog", backlog, "an integer of 1 or more");
   }
+  const transport = options.transport ?? getDefaultTransport();
   return {
     name,
     port,
@@ -274,9 +275,9 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
     handler,
     packetType: validatePacketType(options.packet ?? 0),
     packetSize: validatePacketSize(options.packetSize ?? 0),
-    session: resolveSessionOptions(options.session),
+    session: resolveSessionOptions(options.session, transport.writeHighWaterMark),
     backlog,
-    transport: options.transport ?? getDefaultTransport(),
+    transport,
     onError: options.onError ?? reportError,
     onSessionStart: options.onSessionStart,
     onSessionEnd: options.onSessionEnd,

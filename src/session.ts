@@ -80,10 +80,11 @@ export interface SessionOptions {
   /**
    * Bytes queued for the peer above which `send()` waits until they drain,
    * so a peer that never reads holds at most this plus one packet in the
-   * server's memory. (Deno's writes are asynchronous: what was handed to
-   * the socket counts until Deno reports it written, on the next turn of the
-   * event loop. A mark below a few packets makes each send wait that turn.)
-   * @default {262144}
+   * server's memory. The default is the transport's: 64 KiB, and 256 KiB on
+   * Deno, whose writes are asynchronous: what was handed to the socket
+   * counts until Deno reports it written, on the next turn of the event
+   * loop, and a mark below a few packets makes each send wait that turn.
+   * @default {65536}
    */
   writeHighWaterMark?: number;
   /**
@@ -110,15 +111,21 @@ export interface ResolvedSessionOptions {
   lingerMs: number;
 }
 
-/** Applies defaults to caller's session options and checks them. */
-export function resolveSessionOptions(options: SessionOptions = {}): ResolvedSessionOptions {
+/**
+ * Applies defaults to caller's session options and checks them; the write
+ * bound's default is the transport's when it has one.
+ */
+export function resolveSessionOptions(
+  options: SessionOptions = {},
+  writeHighWaterMark: number = 64 * 1024,
+): ResolvedSessionOptions {
   const resolved: ResolvedSessionOptions = {
     noDelay: options.noDelay ?? true,
     keepAlive: options.keepAlive ?? false,
     keepAliveDelayMs: options.keepAliveDelayMs ?? 60_000,
     idleTimeoutMs: options.idleTimeoutMs ?? 0,
     readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
-    writeHighWaterMark: options.writeHighWaterMark ?? 256 * 1024,
+    writeHighWaterMark: options.writeHighWaterMark ?? writeHighWaterMark,
     lingerMs: options.lingerMs ?? 5_000,
   };
   for (

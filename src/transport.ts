@@ -54,7 +54,7 @@ export interface SocketAddress {
  *   hostname: "127.0.0.1",
  *   port: 0,
  *   backlog: 4096,
- *   writeHighWaterMark: 262144,
+ *   writeHighWaterMark: 65536,
  *   lingerMs: 5000,
  * };
  * ```
@@ -210,6 +210,11 @@ export interface Listener {
 export interface Transport {
   /** A short name for messages, e.g. `"node"`. */
   readonly name: string;
+  /**
+   * The write bound (`writeHighWaterMark`) sessions get when their options
+   * set none, where this runtime's writes want another than 64 KiB.
+   */
+  readonly writeHighWaterMark?: number;
   /**
    * Binds and listens. Rejects with an `Error` whose `code` is a POSIX name
    * such as `"EADDRINUSE"`, `"EACCES"` or `"EADDRNOTAVAIL"` when it cannot.

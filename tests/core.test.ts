@@ -158,10 +158,30 @@ describe("starting and naming servers", () => {
       session: { writeHighWaterMark: 1024, lingerMs: 250 },
     });
     const [first, second] = [...transport.listeners.values()];
-    assert.equal(first.options.writeHighWaterMark, 256 * 1024);
+    assert.equal(first.options.writeHighWaterMark, 64 * 1024);
     assert.equal(first.options.lingerMs, 5_000);
     assert.equal(second.options.writeHighWaterMark, 1024);
     assert.equal(second.options.lingerMs, 250);
+    await defaults.stop();
+    await tuned.stop();
+  });
+
+  test("a transport's own write bound is the default its sessions get", async () => {
+    class AsyncWritesTransport extends MemoryTransport {
+      readonly writeHighWaterMark = 256 * 1024;
+    }
+    const transport = new AsyncWritesTransport();
+    const defaults = await startServer({ transport, port: 0, max: 1, handler: echo });
+    const tuned = await startServer({
+      transport,
+      port: 0,
+      max: 1,
+      handler: echo,
+      session: { writeHighWaterMark: 1024 },
+    });
+    const [first, second] = [...transport.listeners.values()];
+    assert.equal(first.options.writeHighWaterMark, 256 * 1024);
+    assert.equal(second.options.writeHighWaterMark, 1024);
     await defaults.stop();
     await tuned.stop();
   });
