@@ -212,7 +212,8 @@ export interface Transport {
   readonly name: string;
   /**
    * The write bound (`writeHighWaterMark`) sessions get when their options
-   * set none, where this runtime's writes want another than 64 KiB.
+   * set none; left out, 64 KiB. Deno's transport asks for more because its
+   * writes are reported done a turn later.
    */
   readonly writeHighWaterMark?: number;
   /**

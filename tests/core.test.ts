@@ -12,7 +12,7 @@ import {
 } from "../src/api.ts";
 import { SocketServerError } from "../src/errors.ts";
 import type { ServerOptions, SessionHandler } from "../src/server.ts";
-import type { Session } from "../src/session.ts";
+import type { Session, SessionOptions } from "../src/session.ts";
 import type { ListenOptions, Listener, Transport } from "../src/transport.ts";
 import { MemoryTransport, withDefaultTransport } from "./support/memory_transport.ts";
 
@@ -147,23 +147,22 @@ describe("starting and naming servers", () => {
     await rejectsWithCode(startRawServer(0, 1, echo), "invalid_argument");
   });
 
+  /** What a server started on `transport` with these session options asks it to listen with. */
+  async function listenOptions(transport: MemoryTransport, session?: SessionOptions): Promise<ListenOptions> {
+    const server = await startServer({ transport, port: 0, max: 1, handler: echo, session });
+    const options = transport.listeners.get(server.port)!.options;
+    await server.stop();
+    return options;
+  }
+
   test("the write bound and the linger reach the transport, with their defaults", async () => {
     const transport = new MemoryTransport();
-    const defaults = await startServer({ transport, port: 0, max: 1, handler: echo });
-    const tuned = await startServer({
-      transport,
-      port: 0,
-      max: 1,
-      handler: echo,
-      session: { writeHighWaterMark: 1024, lingerMs: 250 },
-    });
-    const [first, second] = [...transport.listeners.values()];
-    assert.equal(first.options.writeHighWaterMark, 64 * 1024);
-    assert.equal(first.options.lingerMs, 5_000);
-    assert.equal(second.options.writeHighWaterMark, 1024);
-    assert.equal(second.options.lingerMs, 250);
-    await defaults.stop();
-    await tuned.stop();
+    const defaults = await listenOptions(transport);
+    assert.equal(defaults.writeHighWaterMark, 64 * 1024);
+    assert.equal(defaults.lingerMs, 5_000);
+    const tuned = await listenOptions(transport, { writeHighWaterMark: 1024, lingerMs: 250 });
+    assert.equal(tuned.writeHighWaterMark, 1024);
+    assert.equal(tuned.lingerMs, 250);
   });
 
   test("a transport's own write bound is the default its sessions get", async () => {
@@ -171,19 +170,8 @@ describe("starting and naming servers", () => {
       readonly writeHighWaterMark = 256 * 1024;
     }
     const transport = new AsyncWritesTransport();
-    const defaults = await startServer({ transport, port: 0, max: 1, handler: echo });
-    const tuned = await startServer({
-      transport,
-      port: 0,
-      max: 1,
-      handler: echo,
-      session: { writeHighWaterMark: 1024 },
-    });
-    const [first, second] = [...transport.listeners.values()];
-    assert.equal(first.options.writeHighWaterMark, 256 * 1024);
-    assert.equal(second.options.writeHighWaterMark, 1024);
-    await defaults.stop();
-    await tuned.stop();
+    assert.equal((await listenOptions(transport)).writeHighWaterMark, 256 * 1024);
+    assert.equal((await listenOptions(transport, { writeHighWaterMark: 1024 })).writeHighWaterMark, 1024);
   });
 
   test("invalid options reject with invalid_argument naming the value", async () => {
