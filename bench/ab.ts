@@ -11,9 +11,9 @@
 // Options: --runtime node|deno|bun, --scenario pingpong|pipe1k|pipe64k|churn,
 // --kind pico0|pico4, --base <git revision>, --rounds N (5), --seconds S (3),
 // --raw, --floor (Node and Deno: also servers/floor_<runtime>.ts, the
-// thinnest server with the handler model), --extra FILE (any other echo server that prints
-// "PORT n", run on the same runtime; may be repeated). Linux only (/proc); servers on CPU 0, the
-// generator on CPU 1.
+// thinnest server with the handler model), --extra FILE (any other echo
+// server that prints "PORT n", run on the same runtime; may be repeated).
+// Linux only (/proc); servers on CPU 0, the generator on CPU 1.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
