@@ -80,6 +80,22 @@ function queuedBytes(socket: Socket): number {
   return socket.writableLength + unsent;
 }
 
+// Filled by a socket handle's getpeername(), then copied: asking the socket
+// itself (socket.remoteAddress) would keep Node's own copy on every socket.
+const peerName: { address?: unknown; port?: unknown } = {};
+
+/** The peer's address, asked of the socket's handle once, at accept. */
+function peerAddress(socket: Socket): SocketAddress {
+  const handle = (socket as { _handle?: { getpeername?: (out: object) => number } })._handle;
+  if (typeof handle?.getpeername === "function") {
+    peerName.address = peerName.port = undefined;
+    if (handle.getpeername(peerName) === 0 && typeof peerName.address === "string" && typeof peerName.port === "number") {
+      return { hostname: peerName.address, port: peerName.port };
+    }
+  }
+  return { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+}
+
 class NodeConnection implements Connection, Batched {
 
   readonly remoteAddress: SocketAddress;
@@ -108,7 +124,7 @@ class NodeConnection implements Connection, Batched {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
     this.#options = options;
-    this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+    this.remoteAddress = peerAddress(socket);
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
     // Attached at once: an error on a socket without a listener would crash

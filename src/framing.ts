@@ -137,8 +137,9 @@ class LengthPrefixDecoder implements PacketDecoder {
   // Length of the packet whose body is being collected, or -1 between packets.
   #bodyLength = -1;
   // Body pieces are kept as views and joined once, when the packet is whole:
-  // memory grows with bytes received, never with the length announced.
-  #bodyParts: Uint8Array[] = [];
+  // memory grows with bytes received, never with the length announced. Made
+  // per packet that needs it: an idle session keeps no array.
+  #bodyParts: Uint8Array[] | undefined;
   #bodyFilled = 0;
   // Where the body being collected starts, when its header came whole in
   // one chunk right before it: the packet, if its parts turn out to lie back
@@ -202,13 +203,13 @@ class LengthPrefixDecoder implements PacketDecoder {
       // A header that ends the chunk leaves nothing to keep; skipping the
       // empty view lets a body that then arrives whole go out uncopied.
       if (take === 0) return;
-      this.#bodyParts.push(chunk.subarray(offset, offset + take));
+      (this.#bodyParts ??= []).push(chunk.subarray(offset, offset + take));
       this.#bodyFilled += take;
       offset += take;
       if (this.#bodyFilled === this.#bodyLength) {
         const packet = this.#join();
         this.#headerBuffer = undefined;
-        this.#bodyParts = [];
+        this.#bodyParts = undefined;
         this.#bodyLength = -1;
         this.#sink.packet(packet);
       }
@@ -222,7 +223,7 @@ class LengthPrefixDecoder implements PacketDecoder {
    * buffer with it.
    */
   #join(): Uint8Array {
-    const parts = this.#bodyParts;
+    const parts = this.#bodyParts!;
     const length = this.#bodyLength;
     const headerLength = this.#headerLength;
     const large = length >= COALESCE_LIMIT;
@@ -283,7 +284,8 @@ function readLength(bytes: Uint8Array, offset: number, headerLength: number): nu
 class LineDecoder implements PacketDecoder {
   #packetSize: number;
   #sink: PacketSink;
-  #parts: Uint8Array[] = [];
+  // A line cut by the end of a chunk, in pieces (made when needed).
+  #parts: Uint8Array[] | undefined;
   #partsLength = 0;
 
   constructor(packetSize: number, sink: PacketSink) {
@@ -300,9 +302,10 @@ class LineDecoder implements PacketDecoder {
       if (this.#partsLength === 0) {
         line = chunk.subarray(offset, newline);
       } else {
-        this.#parts.push(chunk.subarray(offset, newline));
-        line = concat(this.#parts, this.#partsLength + newline - offset);
-        this.#parts = [];
+        const parts = this.#parts!;
+        parts.push(chunk.subarray(offset, newline));
+        line = concat(parts, this.#partsLength + newline - offset);
+        this.#parts = undefined;
         this.#partsLength = 0;
       }
       offset = newline + 1;
@@ -316,7 +319,7 @@ class LineDecoder implements PacketDecoder {
     }
     if (offset < chunk.length) {
       const rest = offset === 0 ? chunk : chunk.subarray(offset);
-      this.#parts.push(rest);
+      (this.#parts ??= []).push(rest);
       this.#partsLength += rest.length;
       // A line already longer than the limit (plus room for a `\r`) is
       // refused now, before more of it is buffered.

@@ -161,9 +161,17 @@ let onError: (session: Session, error: Error) => void;
 let deliver: (session: Session, packet: Uint8Array) => void;
 let receive: (session: Session, timeoutMs: number | undefined, forIterator: boolean) => Promise<unknown>;
 
-/** What a session's connection and decoder report to, for that session. */
-class SessionEvents implements ConnectionEvents, PacketSink {
+/**
+ * A session's own small object: what its connection and decoder report to,
+ * and the async iterator over its packets (a plain one over recv(), since an
+ * async generator would add promises and a suspended frame to every packet).
+ * One object does both so that an idle session carries one less. Leaving a
+ * `for await` loop early (break) ends that iteration, not the session; the
+ * next loop starts a new one.
+ */
+class SessionEvents implements ConnectionEvents, PacketSink, AsyncIterableIterator<Uint8Array> {
   readonly session: Session;
+  #iterationDone = false;
   constructor(session: Session) {
     this.session = session;
   }
@@ -179,31 +187,26 @@ class SessionEvents implements ConnectionEvents, PacketSink {
   packet(packet: Uint8Array): void {
     deliver(this.session, packet);
   }
-}
-
-/**
- * The async iterator over a session's packets: a plain one over recv(), since
- * an async generator would add promises and a suspended frame to every
- * packet. Leaving the loop early (break) ends the iteration, not the session.
- */
-class PacketIterator implements AsyncIterableIterator<Uint8Array> {
-  #session: Session;
-  #done = false;
-  constructor(session: Session) {
-    this.#session = session;
-  }
   next(): Promise<IteratorResult<Uint8Array>> {
-    if (this.#done) return Promise.resolve(DONE);
-    return receive(this.#session, undefined, true) as Promise<IteratorResult<Uint8Array>>;
+    if (this.#iterationDone) return Promise.resolve(DONE);
+    return receive(this.session, undefined, true) as Promise<IteratorResult<Uint8Array>>;
   }
   return(): Promise<IteratorResult<Uint8Array>> {
-    this.#done = true;
+    this.#iterationDone = true;
     return Promise.resolve(DONE);
+  }
+  /** Starts an iteration. */
+  iterate(): this {
+    this.#iterationDone = false;
+    return this;
   }
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
     return this;
   }
 }
+
+/** What a pending recv() is settled with. */
+type Waited = Uint8Array | null | IteratorResult<Uint8Array>;
 
 // One settled promise serves every send() that needs no waiting.
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -275,6 +278,7 @@ export class Session {
   packetsOut = 0;
 
   #connection: Connection;
+  #events: SessionEvents;
   // Packet type 0 needs none: each chunk is a packet.
   #decoder: PacketDecoder | undefined;
   // The server's options, shared by its sessions.
@@ -286,9 +290,10 @@ export class Session {
   #paused = false;
   // The pending recv(): resolved with a packet (or null at the end), or, for
   // the async iterator, with the iterator result itself (one promise per
-  // packet). `#resolve` is set while one is pending.
-  #resolve: ((value: Uint8Array | null | IteratorResult<Uint8Array>) => void) | undefined;
-  #reject: ((error: Error) => void) | undefined;
+  // packet). `#resolve` is set while one is pending. Its reject function is
+  // not kept (an idle session would carry it): a failure settles the promise
+  // with a rejected one.
+  #resolve: ((value: Waited | PromiseLike<Waited>) => void) | undefined;
   #recvTimer: ReturnType<typeof setTimeout> | undefined;
   #forIterator = false;
   // Set once no more packets will arrive: end of stream, or the error that
@@ -335,6 +340,7 @@ export class Session {
     this.#connection = connection;
     this.#options = options;
     const events = new SessionEvents(this);
+    this.#events = events;
     this.#decoder = init.packetType === 0 ? undefined : createDecoder(init.packetType, init.packetSize, events);
     connection.setNoDelay(options.noDelay);
     if (options.keepAlive) connection.setKeepAlive(true, options.keepAliveDelayMs);
@@ -405,7 +411,7 @@ export class Session {
   #receive(
     timeoutMs: number | undefined,
     forIterator: boolean,
-  ): Promise<Uint8Array | null | IteratorResult<Uint8Array>> {
+  ): Promise<Waited> {
     if (this.#queue !== undefined && this.#queueHead < this.#queue.length) {
       const packet = this.#take();
       return Promise.resolve(forIterator ? { done: false, value: packet } : packet);
@@ -428,7 +434,6 @@ export class Session {
     }
     return new Promise((resolve, reject) => {
       this.#resolve = resolve;
-      this.#reject = reject;
       this.#forIterator = forIterator;
       if (timeoutMs !== undefined) {
         const timer = setTimeout(() => {
@@ -457,7 +462,7 @@ export class Session {
    * ```
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
-    return new PacketIterator(this);
+    return this.#events.iterate();
   }
 
   /**
@@ -635,16 +640,14 @@ export class Session {
   #settleWaiter(): void {
     const resolve = this.#resolve;
     if (resolve === undefined) return;
-    const reject = this.#reject!;
     const forIterator = this.#forIterator;
     this.#clearWaiter();
-    if (this.#failure) reject(this.#failure);
+    if (this.#failure) resolve(Promise.reject(this.#failure));
     else resolve(forIterator ? DONE : null);
   }
 
   #clearWaiter(): void {
     this.#resolve = undefined;
-    this.#reject = undefined;
     if (this.#recvTimer !== undefined) {
       clearTimeout(this.#recvTimer);
       this.#recvTimer = undefined;

@@ -556,6 +556,39 @@ describe("sessions", () => {
     }
   });
 
+  test("leaving a for await loop early ends that loop, not the session: recv() and a new loop go on", async () => {
+    const transport = new MemoryTransport();
+    const seen: string[] = [];
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      packet: "line",
+      handler: async (session) => {
+        const text = (packet: Uint8Array | null) => (packet === null ? "null" : new TextDecoder().decode(packet));
+        for await (const line of session) {
+          seen.push(`first loop: ${text(line)}`);
+          break;
+        }
+        seen.push(`recv: ${text(await session.recv())}`);
+        for await (const line of session) seen.push(`second loop: ${text(line)}`);
+        seen.push(`after: ${text(await session.recv())}`);
+        done();
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      peer.write("a\nb\nc\nd\n");
+      peer.end();
+      await finished;
+      assert.deepEqual(seen, ["first loop: a", "recv: b", "second loop: c", "second loop: d", "after: null"]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("a second concurrent recv() is refused with invalid_argument", async () => {
     const transport = new MemoryTransport();
     let seen: unknown;
