@@ -340,6 +340,30 @@ class LineDecoder implements PacketDecoder {
 }
 
 const encoder = new TextEncoder();
+
+// Small frames are cut from shared slabs, one after another, as Node's
+// Buffer pool does: a send then allocates a view, not a buffer of its own
+// (and on V8, a frame of up to 64 bytes is not made in the JavaScript heap,
+// where the first write of it would have to move it out). A slab is never
+// reused: it is freed once no frame cut from it is referenced, so a frame
+// still queued for a slow peer keeps its slab.
+const SLAB_SIZE = 64 * 1024;
+const SLAB_FRAME_MAX = 8 * 1024;
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+function frameBuffer(size: number): Uint8Array {
+  if (size > SLAB_FRAME_MAX) return new Uint8Array(size);
+  if (slabUsed + size > slab.length) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabUsed = 0;
+  }
+  // Frames lie back to back, so a transport can send a turn's worth of
+  // them as one view (see mergeAdjacent).
+  const frame = slab.subarray(slabUsed, slabUsed + size);
+  slabUsed += size;
+  return frame;
+}
 const LINE_END = new Uint8Array([NEWLINE]);
 
 /**
@@ -357,7 +381,7 @@ export function encodePacket(
   if (packetType === 0) return [body];
   if (packetType === "line") {
     if (body.length < COALESCE_LIMIT) {
-      const framed = new Uint8Array(body.length + 1);
+      const framed = frameBuffer(body.length + 1);
       framed.set(body);
       framed[body.length] = NEWLINE;
       return [framed];
@@ -378,7 +402,7 @@ export function encodePacket(
     // A received packet sent on: its own header is right in front of it.
     return [new Uint8Array(body.buffer, body.byteOffset - headerLength, headerLength + length)];
   }
-  const framed = new Uint8Array(headerLength + (coalesce ? length : 0));
+  const framed = coalesce ? frameBuffer(headerLength + length) : new Uint8Array(headerLength);
   writeLength(framed, headerLength, length);
   if (coalesce) {
     framed.set(body, headerLength);

@@ -115,6 +115,13 @@ function framedDecoderTests(type: FramedType, roundTripSizes: number[]): void {
     assertPackets(decodeAll(type, 0, chunks), bodies);
   });
 
+  test("frames stay intact while many more are made after them (small frames share buffers)", () => {
+    // 600 distinct 250-byte bodies: frames worth several of the shared slabs.
+    const bodies = Array.from({ length: 600 }, (_, i) => bodyFor(type, 250, i));
+    const chunks = bodies.flatMap((body) => encodePacket(type, body));
+    assertPackets(decodeAll(type, 0, chunks), bodies);
+  });
+
   test("round trip of UTF-8 strings", () => {
     const strings = ["héllo", "", "✓ done", "🎉", "plain ascii"];
     assert.deepEqual(decodeAll(type, 0, [stream(type, strings)]).map(text), strings);
