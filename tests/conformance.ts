@@ -377,6 +377,22 @@ export function conformance(label: string, transport: Transport, api: Api = sour
     });
   });
 
+  describe(`${label}: relaying`, () => {
+    test("a stream of small and large pieces relayed as packet 0 comes back whole", TIMEOUT, async () => {
+      await withServer({ port: 0, max: 1, packet: 0, handler: echo }, async (server) => {
+        const client = await Client.connect(server.port);
+        // Reads of every size, so that small and large writes meet in a turn.
+        const pieces = Array.from({ length: 60 }, (_, i) => bytesOf(i % 3 === 0 ? 70_000 : 1 + i * 37, i));
+        const stream = concat(pieces);
+        for (const piece of pieces) await client.write(piece);
+        const received = await client.received(stream.length, 15_000);
+        assert.equal(received.length, stream.length);
+        assert.deepEqual(received, stream);
+        client.destroy();
+      });
+    });
+  });
+
   describe(`${label}: packet types`, () => {
     for (const packetType of [1, 2, 4, "line"] as const) {
       const packetSize = 200;
