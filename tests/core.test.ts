@@ -525,68 +525,58 @@ describe("how sessions end", () => {
   });
 });
 
+/**
+ * Runs `handler` as the one session of a "line" server whose peer sends
+ * `input` and ends; resolves once the handler has returned.
+ */
+async function runLineSession(input: string, handler: (session: Session) => Promise<void>): Promise<void> {
+  const transport = new MemoryTransport();
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  const server = await startServer({
+    port: 0,
+    max: 1,
+    transport,
+    packet: "line",
+    handler: async (session) => {
+      await handler(session);
+      done();
+    },
+  });
+  try {
+    const peer = transport.connect(server.port);
+    peer.write(input);
+    peer.end();
+    await finished;
+  } finally {
+    await server.stop();
+  }
+}
+
+const lineText = (packet: Uint8Array | null) => (packet === null ? "null" : new TextDecoder().decode(packet));
+
 describe("sessions", () => {
   test("recv() yields packets that arrived before it was called, and null at end", async () => {
-    const transport = new MemoryTransport();
-    const received: Array<string | null> = [];
-    let done!: () => void;
-    const finished = new Promise<void>((resolve) => (done = resolve));
-    const server = await startServer({
-      port: 0,
-      max: 1,
-      transport,
-      packet: "line",
-      handler: async (session) => {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-        for (let i = 0; i < 3; i++) {
-          const line = await session.recv();
-          received.push(line === null ? null : new TextDecoder().decode(line));
-        }
-        done();
-      },
+    const received: string[] = [];
+    await runLineSession("one\ntwo\r\n", async (session) => {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      for (let i = 0; i < 3; i++) received.push(lineText(await session.recv()));
     });
-    try {
-      const peer = transport.connect(server.port);
-      peer.write("one\ntwo\r\n");
-      peer.end();
-      await finished;
-      assert.deepEqual(received, ["one", "two", null]);
-    } finally {
-      await server.stop();
-    }
+    assert.deepEqual(received, ["one", "two", "null"]);
   });
 
   test("leaving a for await loop early ends that loop, not the session: recv() and a new loop go on", async () => {
-    const transport = new MemoryTransport();
     const seen: string[] = [];
-    let done!: () => void;
-    const finished = new Promise<void>((resolve) => (done = resolve));
-    const server = await startServer({
-      port: 0,
-      max: 1,
-      transport,
-      packet: "line",
-      handler: async (session) => {
-        const text = (packet: Uint8Array | null) => (packet === null ? "null" : new TextDecoder().decode(packet));
-        for await (const line of session) {
-          seen.push(`first loop: ${text(line)}`);
-          break;
-        }
-        seen.push(`recv: ${text(await session.recv())}`);
-        for await (const line of session) seen.push(`second loop: ${text(line)}`);
-        seen.push(`after: ${text(await session.recv())}`);
-        done();
-      },
+    await runLineSession("a\nb\nc\nd\n", async (session) => {
+      for await (const line of session) {
+        seen.push(`first loop: ${lineText(line)}`);
+        break;
+      }
+      seen.push(`recv: ${lineText(await session.recv())}`);
+      for await (const line of session) seen.push(`second loop: ${lineText(line)}`);
+      seen.push(`after: ${lineText(await session.recv())}`);
     });
-    try {
-      const peer = transport.connect(server.port);
-      peer.write("a\nb\nc\nd\n");
-      peer.end();
-      await finished;
-      assert.deepEqual(seen, ["first loop: a", "recv: b", "second loop: c", "second loop: d", "after: null"]);
-    } finally {
-      await server.stop();
-    }
+    assert.deepEqual(seen, ["first loop: a", "recv: b", "second loop: c", "second loop: d", "after: null"]);
   });
 
   test("a second concurrent recv() is refused with invalid_argument", async () => {
