@@ -553,16 +553,16 @@ async function runLineSession(input: string, handler: (session: Session) => Prom
   }
 }
 
-const lineText = (packet: Uint8Array | null) => (packet === null ? "null" : new TextDecoder().decode(packet));
+const lineText = (packet: Uint8Array | null) => (packet === null ? null : new TextDecoder().decode(packet));
 
 describe("sessions", () => {
   test("recv() yields packets that arrived before it was called, and null at end", async () => {
-    const received: string[] = [];
+    const received: Array<string | null> = [];
     await runLineSession("one\ntwo\r\n", async (session) => {
       await new Promise((resolve) => setTimeout(resolve, 10));
       for (let i = 0; i < 3; i++) received.push(lineText(await session.recv()));
     });
-    assert.deepEqual(received, ["one", "two", "null"]);
+    assert.deepEqual(received, ["one", "two", null]);
   });
 
   test("leaving a for await loop early ends that loop, not the session: recv() and a new loop go on", async () => {
