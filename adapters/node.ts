@@ -26,7 +26,10 @@
  * @module
  */
 
-import { createServer, type Server, type Socket } from "node:net";
+import { Buffer } from "node:buffer";
+import { createServer, type Server, Socket } from "node:net";
+import process from "node:process";
+import { getSystemErrorName } from "node:util";
 import type {
   Connection,
   ConnectionEvents,
@@ -36,6 +39,7 @@ import type {
   Transport,
 } from "../src/transport.ts";
 import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
+import { Slabs } from "../src/bytes.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { StallWatch } from "../src/stall_watch.ts";
@@ -59,6 +63,12 @@ function onSocketEnd(this: OwnedSocket): void {
 }
 function onSocketData(this: OwnedSocket, chunk: Uint8Array): void {
   this[CONNECTION]?.onData(chunk);
+}
+// Pausing is the connection's business (pause() stops reading): Node need
+// not stop after a read.
+function onSocketRead(this: OwnedSocket, length: number): boolean {
+  this[CONNECTION]?.onRead(length);
+  return true;
 }
 function onSocketClose(this: OwnedSocket): void {
   this[CONNECTION]?.onClose();
@@ -96,6 +106,63 @@ function peerAddress(socket: Socket): SocketAddress {
   return { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
 }
 
+// Reads. Where Node lets us (see acceptIntoReadBuffer), a connection reads
+// into a buffer we give it (Node's `onread`), not into a new 64 KiB buffer
+// each time, then shrunk, as Node's own reads do:
+// - by default into one buffer shared by all connections, from which each
+//   read is copied at once, into shared slabs;
+// - once a read fills its buffer (a bulk transfer: more is waiting), into a
+//   bulk buffer of the connection's own, window after window, each read
+//   right behind the one before and handed on as a view, without a copy; a
+//   packet cut between reads still lies whole in one buffer, so the decoder
+//   hands it on as a view too instead of joining it.
+// When the kernel has no more for it (a read that does not fill its window,
+// or libuv's next read finds nothing), the connection goes back to the
+// shared buffer, unless its last chunk ended inside a packet (whose start
+// keeps the bulk buffer anyway): an idle connection holds no buffer.
+// Bulk buffers are not zero-filled (Buffer.allocUnsafeSlow): every byte
+// handed out is one that was read into it.
+const READ_SIZE = 64 * 1024;
+const BULK_SIZE = 1024 * 1024;
+const readBuffer = new Uint8Array(READ_SIZE);
+const readSlabs = new Slabs(64 * 1024, 8 * 1024);
+
+// Node asks for a socket's next read buffer right after each read callback,
+// without telling which socket: the connection that took the read leaves its
+// choice here.
+let nextBuffer: Uint8Array = readBuffer;
+function nextReadBuffer(): Uint8Array {
+  const next = nextBuffer;
+  nextBuffer = readBuffer;
+  return next;
+}
+
+/** `rest` of a bulk buffer as the next read window, or a new bulk buffer. */
+function bulkWindow(rest: Uint8Array | undefined): Uint8Array {
+  if (rest === undefined || rest.length < READ_SIZE) {
+    return new Uint8Array(Buffer.allocUnsafeSlow(BULK_SIZE).buffer, 0, READ_SIZE);
+  }
+  return rest.subarray(0, READ_SIZE);
+}
+
+// A socket's handle, whose onread Node calls for every read libuv makes,
+// also those that find nothing (and end of stream, and errors), which the
+// socket does not pass on; ours (onHandleRead) wraps Node's to see them.
+interface ReadHandle {
+  onread?: unknown;
+  [CONNECTION]?: NodeConnection;
+}
+let nodeOnRead: ((this: ReadHandle, arrayBuffer: unknown) => unknown) | undefined;
+let reads = 0; // reads delivered so far (a read that found nothing adds none)
+
+function onHandleRead(this: ReadHandle, arrayBuffer: unknown): unknown {
+  const before = reads;
+  const next = nodeOnRead!.call(this, arrayBuffer);
+  // What Node returns is the buffer for the next read (undefined: the same).
+  if (reads === before) return this[CONNECTION]?.caughtUp() ?? next;
+  return next;
+}
+
 class NodeConnection implements Connection, Batched {
 
   readonly remoteAddress: SocketAddress;
@@ -113,17 +180,28 @@ class NodeConnection implements Connection, Batched {
   #lastWriteTurn = -1;
   #options: ListenOptions; // the listener's, shared by its connections
   #stall: StallWatch | undefined; // closing with bytes queued
+  #readsIntoBuffer: boolean; // reads arrive by onRead(), not as 'data' events
+  #window: Uint8Array = readBuffer; // where the next read goes
+  #midPacket = false; // the last chunk ended inside a packet
 
   /**
    * @param local This side's address when the listener's tells it (bound to
    * one address, the accepted socket has that address and port), which saves
    * a getsockname call per connection, and is one frozen object shared by
    * the listener's connections; otherwise it is asked of the socket.
+   * @param readsIntoBuffer The socket reads into readBuffer (onread).
    */
-  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined) {
+  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined, readsIntoBuffer: boolean) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
     this.#options = options;
+    this.#readsIntoBuffer = readsIntoBuffer;
+    if (readsIntoBuffer) {
+      const handle = (socket as { _handle?: ReadHandle })._handle!;
+      handle[CONNECTION] = this;
+      nodeOnRead ??= handle.onread as typeof nodeOnRead;
+      handle.onread = onHandleRead;
+    }
     this.remoteAddress = peerAddress(socket);
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
@@ -146,7 +224,7 @@ class NodeConnection implements Connection, Batched {
       return;
     }
     const socket = this.#socket;
-    socket.on("data", onSocketData);
+    if (!this.#readsIntoBuffer) socket.on("data", onSocketData);
     if (this.#earlyEnd) events.end();
     socket.resume();
   }
@@ -155,6 +233,44 @@ class NodeConnection implements Connection, Batched {
 
   onData(chunk: Uint8Array): void {
     if (!this.#closed) this.#events?.data(chunk);
+  }
+
+  /** `length` bytes were read into this connection's window. */
+  onRead(length: number): void {
+    reads++;
+    const window = this.#window;
+    let chunk: Uint8Array;
+    if (window !== readBuffer) {
+      chunk = window.subarray(0, length);
+    } else if (length < READ_SIZE) {
+      chunk = readSlabs.cut(length);
+      chunk.set(readBuffer.subarray(0, length));
+    } else {
+      chunk = bulkWindow(undefined);
+      chunk.set(readBuffer);
+    }
+    const events = this.#events;
+    const midPacket = !this.#closed && events !== undefined && events.data(chunk) === true;
+    this.#midPacket = midPacket;
+    // The next read goes right behind this one while more is waiting (this
+    // read filled its window) or a packet goes on into it.
+    let next: Uint8Array = readBuffer;
+    if (length === window.length || (midPacket && window !== readBuffer)) {
+      const end = chunk.byteOffset + length;
+      next = bulkWindow(new Uint8Array(chunk.buffer, end, chunk.buffer.byteLength - end));
+    }
+    nextBuffer = this.#window = next;
+  }
+
+  /**
+   * A read found nothing more (or the stream ended): back to the shared
+   * buffer unless a packet goes on in this one (whose start keeps it
+   * anyway). Returns the buffer for Node to read into next, or undefined to
+   * keep the one it has.
+   */
+  caughtUp(): Uint8Array | undefined {
+    if (this.#window === readBuffer || this.#midPacket) return undefined;
+    return this.#window = readBuffer;
   }
 
   onEnd(): void {
@@ -288,6 +404,7 @@ class NodeListener implements Listener {
   #acceptedLocal: SocketAddress | undefined;
   #queue: AcceptQueue<NodeConnection>;
   #closed: Promise<void> | undefined;
+  #readsIntoBuffer: boolean;
 
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
@@ -295,7 +412,8 @@ class NodeListener implements Listener {
     this.#acceptedLocal = acceptedLocalAddress(localAddress);
     this.#options = options;
     this.#queue = new AcceptQueue(options);
-    server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    this.#readsIntoBuffer = acceptIntoReadBuffer(server, this);
+    if (!this.#readsIntoBuffer) server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
     server.on("error", (error: Error) => this.#queue.fail(error));
   }
@@ -323,13 +441,66 @@ class NodeListener implements Listener {
     return this.#closed;
   }
 
+  /** Node accepted a connection, or failed to (`status` < 0). */
+  onHandle(status: number, clientHandle: unknown): void {
+    if (status < 0 || clientHandle == null) {
+      const code = status < 0 ? getSystemErrorName(status) : "EINVAL";
+      const error = Object.assign(new Error(`accept ${code}`), { errno: status, code, syscall: "accept" });
+      this.#server.emit("error", error);
+      return;
+    }
+    const highWaterMark = this.#options.writeHighWaterMark;
+    // As Node's own onconnection makes it, but reading into readBuffer.
+    const socket = new Socket({
+      handle: clientHandle,
+      allowHalfOpen: true,
+      pauseOnCreate: true,
+      readable: true,
+      writable: true,
+      readableHighWaterMark: highWaterMark,
+      writableHighWaterMark: highWaterMark,
+      onread: { buffer: nextReadBuffer, callback: onSocketRead },
+    } as unknown as ConstructorParameters<typeof Socket>[0]);
+    this.#onConnection(socket);
+  }
+
   #onConnection(socket: Socket): void {
     if (this.#queue.closed) {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal));
+    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal, this.#readsIntoBuffer));
   }
+}
+
+const NODE_ITSELF = process.versions.deno === undefined && process.versions.bun === undefined;
+
+// The listening socket's handle: Node calls its onconnection with each
+// connection it accepts (the listener it serves, our own property).
+const LISTENER = Symbol("pico-socket-server listener");
+interface ServerHandle {
+  onconnection?: unknown;
+  [LISTENER]?: NodeListener;
+}
+
+function onHandleConnection(this: ServerHandle, status: number, clientHandle: unknown): void {
+  this[LISTENER]?.onHandle(status, clientHandle);
+}
+
+/**
+ * Makes the server's accepted sockets read into buffers we give them (see
+ * Reads, above): Node's own onconnection makes each socket without the
+ * `onread` option, so the listening handle's is replaced by one that makes
+ * them with it. Under Deno's and Bun's node:net (whose handles have an
+ * onconnection too, but not Node's sockets behind it) the server keeps its
+ * own, and its sockets emit 'data' as usual.
+ */
+function acceptIntoReadBuffer(server: Server, listener: NodeListener): boolean {
+  const handle = (server as { _handle?: ServerHandle })._handle;
+  if (!NODE_ITSELF || typeof handle?.onconnection !== "function") return false;
+  handle[LISTENER] = listener;
+  handle.onconnection = onHandleConnection;
+  return true;
 }
 
 function listen(options: ListenOptions): Promise<Listener> {

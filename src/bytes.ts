@@ -36,3 +36,34 @@ export function copyChunks(chunks: Uint8Array[], count: number, length: number, 
   }
   return joined;
 }
+
+/**
+ * Cuts small buffers one after another out of larger shared ones (slabs):
+ * one allocation per slab instead of one per piece, for the many short-lived
+ * pieces of a busy server. A slab is never reused: it is freed once no piece
+ * of it is referenced any more. Pieces larger than `pieceMax` get a buffer of
+ * their own. Consecutive pieces lie back to back in one slab until it is full.
+ */
+export class Slabs {
+  #slabSize: number;
+  #pieceMax: number;
+  #slab = new Uint8Array(0);
+  #used = 0;
+
+  constructor(slabSize: number, pieceMax: number) {
+    this.#slabSize = slabSize;
+    this.#pieceMax = pieceMax;
+  }
+
+  /** A zero-filled buffer of `size` bytes that no other piece shares. */
+  cut(size: number): Uint8Array {
+    if (size > this.#pieceMax) return new Uint8Array(size);
+    if (this.#used + size > this.#slab.length) {
+      this.#slab = new Uint8Array(this.#slabSize);
+      this.#used = 0;
+    }
+    const piece = this.#slab.subarray(this.#used, this.#used + size);
+    this.#used += size;
+    return piece;
+  }
+}

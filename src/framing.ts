@@ -5,7 +5,7 @@
  * @module
  */
 
-import { contiguousCount, copyChunks } from "./bytes.ts";
+import { contiguousCount, copyChunks, Slabs } from "./bytes.ts";
 import { invalidArgument, SocketServerError } from "./errors.ts";
 
 /**
@@ -72,8 +72,11 @@ export function validatePacketSize(packetSize: unknown): number {
  * the peer breaks the framing; after that the decoder must not be used.
  */
 export interface PacketDecoder {
-  /** Feeds the next chunk; the decoder may keep views into it. */
-  push(chunk: Uint8Array): void;
+  /**
+   * Feeds the next chunk; the decoder may keep views into it. Returns true
+   * when the chunk ended inside a packet (part of it has come, not all).
+   */
+  push(chunk: Uint8Array): boolean;
   /** Declares end of stream; throws if a packet was left incomplete. */
   finish(): void;
 }
@@ -97,8 +100,9 @@ class RawDecoder implements PacketDecoder {
   constructor(sink: PacketSink) {
     this.#sink = sink;
   }
-  push(chunk: Uint8Array): void {
+  push(chunk: Uint8Array): boolean {
     this.#sink.packet(chunk);
+    return false;
   }
   finish(): void {}
 }
@@ -157,7 +161,7 @@ class LengthPrefixDecoder implements PacketDecoder {
     this.#sink = sink;
   }
 
-  push(chunk: Uint8Array): void {
+  push(chunk: Uint8Array): boolean {
     let offset = 0;
     const end = chunk.length;
     while (offset < end) {
@@ -176,7 +180,7 @@ class LengthPrefixDecoder implements PacketDecoder {
             this.#headerValue = this.#headerValue * 256 + chunk[offset++];
             this.#headerFilled++;
           }
-          if (this.#headerFilled < headerLength) return;
+          if (this.#headerFilled < headerLength) return true;
           length = this.#headerValue;
           this.#headerFilled = 0;
           this.#headerValue = 0;
@@ -202,7 +206,7 @@ class LengthPrefixDecoder implements PacketDecoder {
       const take = Math.min(this.#bodyLength - this.#bodyFilled, end - offset);
       // A header that ends the chunk leaves nothing to keep; skipping the
       // empty view lets a body that then arrives whole go out uncopied.
-      if (take === 0) return;
+      if (take === 0) return true;
       (this.#bodyParts ??= []).push(chunk.subarray(offset, offset + take));
       this.#bodyFilled += take;
       offset += take;
@@ -214,6 +218,7 @@ class LengthPrefixDecoder implements PacketDecoder {
         this.#sink.packet(packet);
       }
     }
+    return this.#bodyLength >= 0;
   }
 
   /**
@@ -293,7 +298,7 @@ class LineDecoder implements PacketDecoder {
     this.#sink = sink;
   }
 
-  push(chunk: Uint8Array): void {
+  push(chunk: Uint8Array): boolean {
     let offset = 0;
     for (;;) {
       const newline = chunk.indexOf(NEWLINE, offset);
@@ -326,7 +331,9 @@ class LineDecoder implements PacketDecoder {
       if (this.#packetSize > 0 && this.#partsLength > this.#packetSize + 1) {
         throw tooLarge(this.#partsLength, this.#packetSize);
       }
+      return true;
     }
+    return false;
   }
 
   finish(): void {
@@ -341,29 +348,13 @@ class LineDecoder implements PacketDecoder {
 
 const encoder = new TextEncoder();
 
-// Small frames are cut from shared slabs, one after another, as Node's
-// Buffer pool does: a send then allocates a view, not a buffer of its own
-// (and on V8, a frame of up to 64 bytes is not made in the JavaScript heap,
-// where the first write of it would have to move it out). A slab is never
-// reused: it is freed once no frame cut from it is referenced, so a frame
-// still queued for a slow peer keeps its slab.
-const SLAB_SIZE = 64 * 1024;
-const SLAB_FRAME_MAX = 8 * 1024;
-let slab = new Uint8Array(0);
-let slabUsed = 0;
-
-function frameBuffer(size: number): Uint8Array {
-  if (size > SLAB_FRAME_MAX) return new Uint8Array(size);
-  if (slabUsed + size > slab.length) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabUsed = 0;
-  }
-  // Frames lie back to back, so a transport can send a turn's worth of
-  // them as one view (see mergeAdjacent).
-  const frame = slab.subarray(slabUsed, slabUsed + size);
-  slabUsed += size;
-  return frame;
-}
+// Frames up to 8 KiB are cut one after another from shared 64 KiB slabs, as
+// Node's Buffer pool does: a send then allocates a view, not a buffer of its
+// own (and on V8, a frame of up to 64 bytes is not made in the JavaScript
+// heap, where the first write of it would have to move it out). A frame
+// still queued for a slow peer keeps its slab. Frames lie back to back, so a
+// transport can send a turn's worth of them as one view (see mergeAdjacent).
+const frameSlabs = new Slabs(64 * 1024, 8 * 1024);
 const LINE_END = new Uint8Array([NEWLINE]);
 
 /**
@@ -381,7 +372,7 @@ export function encodePacket(
   if (packetType === 0) return [body];
   if (packetType === "line") {
     if (body.length < COALESCE_LIMIT) {
-      const framed = frameBuffer(body.length + 1);
+      const framed = frameSlabs.cut(body.length + 1);
       framed.set(body);
       framed[body.length] = NEWLINE;
       return [framed];
@@ -402,7 +393,7 @@ export function encodePacket(
     // A received packet sent on: its own header is right in front of it.
     return [new Uint8Array(body.buffer, body.byteOffset - headerLength, headerLength + length)];
   }
-  const framed = coalesce ? frameBuffer(headerLength + length) : new Uint8Array(headerLength);
+  const framed = coalesce ? frameSlabs.cut(headerLength + length) : new Uint8Array(headerLength);
   writeLength(framed, headerLength, length);
   if (coalesce) {
     framed.set(body, headerLength);

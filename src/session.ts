@@ -155,7 +155,7 @@ const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: unde
 // object each, with their methods on the prototype, so that an idle session
 // carries no closures.
 let shutdown: (session: Session, reason: SocketServerError) => void;
-let onData: (session: Session, chunk: Uint8Array) => void;
+let onData: (session: Session, chunk: Uint8Array) => boolean;
 let onEnd: (session: Session) => void;
 let onError: (session: Session, error: Error) => void;
 let deliver: (session: Session, packet: Uint8Array) => void;
@@ -175,8 +175,8 @@ class SessionEvents implements ConnectionEvents, PacketSink, AsyncIterableIterat
   constructor(session: Session) {
     this.session = session;
   }
-  data(chunk: Uint8Array): void {
-    onData(this.session, chunk);
+  data(chunk: Uint8Array): boolean {
+    return onData(this.session, chunk);
   }
   end(): void {
     onEnd(this.session);
@@ -571,17 +571,18 @@ export class Session {
     }
   }
 
-  #onData(chunk: Uint8Array): void {
-    if (this.#inputDone) return;
+  #onData(chunk: Uint8Array): boolean {
+    if (this.#inputDone) return false;
     this.bytesIn += chunk.length;
     if (this.#options.idleTimeoutMs > 0) this.#lastInputAt = Date.now();
     try {
       const decoder = this.#decoder;
-      if (decoder === undefined) this.#deliver(chunk);
-      else decoder.push(chunk);
+      if (decoder !== undefined) return decoder.push(chunk);
+      this.#deliver(chunk);
     } catch (error) {
       this.#endInput(raise(error as SocketServerError, "socket_error"));
     }
+    return false;
   }
 
   #onEnd(): void {

@@ -99,8 +99,13 @@ export interface ListenOptions {
  * ```
  */
 export interface ConnectionEvents {
-  /** Bytes arrived; the chunk now belongs to the receiver. */
-  data(chunk: Uint8Array): void;
+  /**
+   * Bytes arrived; the chunk now belongs to the receiver. Returns true when
+   * the chunk ended inside a packet: bytes read right behind it, in the same
+   * buffer, then complete that packet as a view rather than a copy (so an
+   * adapter may keep reading there).
+   */
+  data(chunk: Uint8Array): boolean | void;
   /** The peer closed its side of the connection (end of stream). */
   end(): void;
   /** The connection failed (e.g. reset by the peer); nothing follows. */

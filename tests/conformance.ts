@@ -378,6 +378,49 @@ export function conformance(label: string, transport: Transport, api: Api = sour
   });
 
   describe(`${label}: relaying`, () => {
+    test("packets a handler keeps stay intact while many more arrive", TIMEOUT, async () => {
+      const ack = new Uint8Array([1]);
+      await withServer({
+        port: 0,
+        max: 1,
+        packet: 4,
+        handler: async (session) => {
+          // Keeps every packet (acknowledging each) until the empty one, then
+          // sends them all back.
+          const kept: Uint8Array[] = [];
+          for await (const packet of session) {
+            if (packet.length > 0) {
+              kept.push(packet);
+              await session.send(ack);
+              continue;
+            }
+            for (const packet of kept) await session.send(packet);
+            return;
+          }
+        },
+      }, async (server) => {
+        const client = await Client.connect(server.port);
+        // Small and large packets, alone or several at once, each group
+        // written once the ones before are acknowledged: the server keeps
+        // packets from reads of every size, small ones and ones that fill an
+        // adapter's read buffer, while more reads follow.
+        const packets = Array.from({ length: 120 }, (_, i) => bytesOf(i % 5 === 0 ? 70_000 + i : 1 + i * 53, i));
+        const framed = packets.map((p) => frame(4, p));
+        const ackLength = frame(4, ack).length;
+        for (let i = 0; i < framed.length; i += 1 + (i % 4)) {
+          const group = framed.slice(i, i + 1 + (i % 4));
+          await client.write(concat(group));
+          await client.received((i + group.length) * ackLength);
+        }
+        await client.write(frame(4, new Uint8Array(0)));
+        const expected = concat([...framed.map(() => frame(4, ack)), ...framed]);
+        const received = await client.received(expected.length, 15_000);
+        assert.equal(received.length, expected.length);
+        assert.deepEqual(received, expected);
+        client.destroy();
+      });
+    });
+
     test("a stream of small and large pieces relayed as packet 0 comes back whole", TIMEOUT, async () => {
       await withServer({ port: 0, max: 1, packet: 0, handler: echo }, async (server) => {
         const client = await Client.connect(server.port);

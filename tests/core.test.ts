@@ -603,6 +603,26 @@ describe("sessions", () => {
     }
   });
 
+  test("the connection learns whether each chunk ended inside a packet (never, with packet 0)", async () => {
+    const transport = new MemoryTransport();
+    const framed = await startServer({ port: 0, max: 1, transport, packet: 4, handler: echo });
+    const raw = await startServer({ port: 0, max: 1, transport, packet: 0, handler: echo });
+    try {
+      const peer = transport.connect(framed.port);
+      for (const chunk of [[0, 0], [0, 2, 7], [8], [0, 0, 0, 1, 9, 0, 0]]) {
+        peer.write(new Uint8Array(chunk));
+        await settle();
+      }
+      assert.deepEqual(peer.connection.dataAnswers, [true, true, false, true]);
+      const rawPeer = transport.connect(raw.port);
+      rawPeer.write(new Uint8Array([0, 0]));
+      await settle();
+      assert.deepEqual(rawPeer.connection.dataAnswers, [false]);
+    } finally {
+      await Promise.all([framed.stop(), raw.stop()]);
+    }
+  });
+
   test("a peer faster than the handler is paused above readHighWaterMark and resumed below", async () => {
     const transport = new MemoryTransport();
     let release!: () => void;

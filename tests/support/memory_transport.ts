@@ -105,6 +105,8 @@ export class MemoryConnection implements Connection {
   paused = false;
   started = false;
   closeCalls = 0;
+  /** What each data event answered: whether its chunk ended inside a packet. */
+  dataAnswers: boolean[] = [];
   /** When set, write() reports backpressure with this promise. */
   writeBlocker: Promise<void> | undefined;
   #events: ConnectionEvents | undefined;
@@ -182,7 +184,7 @@ export class MemoryConnection implements Connection {
         this.#closed = true;
         this.peer.markClosed();
         this.#events.error(item);
-      } else this.#events.data(item);
+      } else this.dataAnswers.push(this.#events.data(item) === true);
     }
   }
 }
