@@ -394,7 +394,9 @@ export class Session {
    * `"timeout"`). One `recv()` may be pending at a time.
    *
    * @param options `timeoutMs`: how long to wait for the packet.
-   * @returns The packet's bytes (header or line terminator removed), or `null`.
+   * @returns The packet's bytes (header or line terminator removed), or `null`:
+   * a view on the buffer they were read into, which other packets may share
+   * (copy a packet, `packet.slice()`, to hold it for long without its buffer).
    * @example Reading one request
    * ```ts
    * import type { Session } from "@pico/socket-server";
