@@ -104,6 +104,18 @@ type FramedType = 1 | 2 | 4 | "line";
 
 /** Registers the tests every framed packet type must pass. */
 function framedDecoderTests(type: FramedType, roundTripSizes: number[]): void {
+  test("push() tells whether its chunk ended inside a packet", () => {
+    const first = frame(type, bodyFor(type, 10));
+    const bytes = concat([first, frame(type, bodyFor(type, 6, 1))]);
+    const decoder = createDecoder(type, 0, { packet: () => {} });
+    assert.equal(decoder.push(bytes.subarray(0, 1)), true, "in the first packet's first byte");
+    assert.equal(decoder.push(bytes.subarray(1, 7)), true, "inside the first packet");
+    assert.equal(decoder.push(bytes.subarray(7, first.length)), false, "at the first packet's end");
+    assert.equal(decoder.push(bytes.subarray(first.length, bytes.length - 1)), true, "one byte short of the second's end");
+    assert.equal(decoder.push(bytes.subarray(bytes.length - 1)), false, "at the second packet's end");
+    assert.equal(decoder.push(bytes), false, "two whole packets");
+  });
+
   test("round trip: encoded packets of boundary sizes decode to the same bodies", () => {
     const bodies = roundTripSizes.map((size, i) => bodyFor(type, size, i));
     assertPackets(decodeAll(type, 0, [stream(type, bodies)]), bodies);
@@ -293,18 +305,6 @@ function lengthPrefixTests(type: 1 | 2 | 4, limit: number): void {
     assert.equal(packets[0].byteOffset, 13 + type);
     assert.equal(packets[2].buffer, chunk.buffer);
     assert.equal(packets[2].byteOffset, 13 + type + 10 + type + type);
-  });
-
-  test("push() tells whether its chunk ended inside a packet", () => {
-    const first = frame(type, bodyFor(type, 10));
-    const bytes = concat([first, frame(type, bodyFor(type, 6, 1))]);
-    const decoder = createDecoder(type, 0, { packet: () => {} });
-    assert.equal(decoder.push(bytes.subarray(0, 1)), true, "in the first packet's first byte");
-    assert.equal(decoder.push(bytes.subarray(1, 7)), true, "inside the first packet");
-    assert.equal(decoder.push(bytes.subarray(7, first.length)), false, "at the first packet's end");
-    assert.equal(decoder.push(bytes.subarray(first.length, bytes.length - 1)), true, "one byte short of the second's end");
-    assert.equal(decoder.push(bytes.subarray(bytes.length - 1)), false, "at the second packet's end");
-    assert.equal(decoder.push(bytes), false, "two whole packets");
   });
 
   test("a body arriving whole in the chunk that completes a split header is a view on it", () => {
