@@ -120,8 +120,9 @@ function peerAddress(socket: Socket): SocketAddress {
 // or libuv's next read finds nothing), the connection goes back to the
 // shared buffer, unless its last chunk ended inside a packet (whose start
 // keeps the bulk buffer anyway): an idle connection holds no buffer.
-// Bulk buffers are not zero-filled (Buffer.allocUnsafeSlow): every byte
-// handed out is one that was read into it.
+// Bulk buffers are not zero-filled (Buffer.allocUnsafeSlow): every byte of a
+// chunk is one that was read into it, though the rest of its buffer, reached
+// through `chunk.buffer`, may hold old memory of the process.
 const READ_SIZE = 64 * 1024;
 const BULK_SIZE = 1024 * 1024;
 const readBuffer = new Uint8Array(READ_SIZE);
