@@ -671,6 +671,45 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
+    test("a peer faster than its handler is paused: the server reads on only as the handler takes packets", TIMEOUT, async () => {
+      const total = 16 * 1024 * 1024;
+      const readHighWaterMark = 128 * 1024;
+      let session: Session | undefined;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let taken = 0;
+      await withServer({
+        port: 0,
+        max: 1,
+        packet: 0,
+        session: { readHighWaterMark },
+        handler: async (s) => {
+          session = s;
+          await gate;
+          for await (const chunk of s) taken += chunk.length;
+        },
+      }, async (server) => {
+        const client = await Client.connect(server.port);
+        const piece = bytesOf(64 * 1024, 5);
+        for (let sent = 0; sent < total; sent += piece.length) client.socket.write(piece);
+        await until(() => session !== undefined, "the session to start");
+        // Wait until the server stops reading: its kernel buffers fill, then
+        // the peer's.
+        let last = -1;
+        while (session!.bytesIn !== last) {
+          last = session!.bytesIn;
+          await sleep(200);
+        }
+        // Paused at readHighWaterMark, give or take one read.
+        assert.ok(session!.bytesIn <= readHighWaterMark + 1024 * 1024, `read ${session!.bytesIn} bytes ahead of the handler`);
+        release();
+        client.socket.end();
+        await until(() => taken === total, `the handler to take all ${total} bytes (took ${taken})`, 15_000);
+        assert.equal(session!.bytesIn, total);
+        client.destroy();
+      });
+    });
+
     test("a peer that never reads cannot grow the server's memory", TIMEOUT, async () => {
       let sent = 0;
       let session: Session | undefined;
