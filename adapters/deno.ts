@@ -112,11 +112,16 @@ const READ_ROOM_MIN = 1024;
 // small packets a handler sends in one turn.
 const WRITE_JOIN_MAX = 64 * 1024;
 const SMALL_HEAD = 64;
-// A connection's first write in a turn starts the write loop at once; later
-// small ones in the same turn wait for its end and leave joined, in one write
-// op (Deno's writes often complete at once, so the loop would otherwise take
-// them one by one). Large ones (WRITE_JOIN_MAX or more) would not be joined,
-// so they do not wait: holding them cost relayed 64 KiB chunks a fifth of
+// Writes wait while the session says more are coming (its handler has
+// received packets it has not taken yet): what it answers to the packets of
+// one read then leaves in one write op, as they came in. Deno's writes often
+// complete at once, so a write loop started at the first answer would take
+// the answers one by one. They go once the handler has caught up, or the
+// queue passes the write bound, or the turn ends. Otherwise a connection's
+// first write in a turn starts the write loop at once; later small ones in
+// the same turn wait for its end and leave joined, in one write op. Large
+// ones (WRITE_JOIN_MAX or more) would not be joined, so they do not wait:
+// holding them until the turn's end cost relayed 64 KiB chunks a fifth of
 // their speed.
 const writeWindow = new WriteWindow(setImmediate);
 
@@ -138,7 +143,8 @@ class DenoConnection implements Connection, Batched {
   #queuedBytes = 0;
   #writing = false; // the write loop runs (or is about to)
   #lastWriteTurn = -1;
-  #writeHeld = false; // writes wait for the turn's end
+  #writeHeld = false; // writes wait (for the turn's end, or for the session)
+  #heldForSession = false; // they wait because the session said more are coming
   #options: ListenOptions; // the listener's, shared by its connections
   #drain = new DrainSignal();
   #stall: StallWatch | undefined; // closing with bytes queued
@@ -227,7 +233,7 @@ class DenoConnection implements Connection, Batched {
     }
   }
 
-  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
     if (this.#closed) return undefined;
     if (data.length > 0) {
       this.#queue.push(data);
@@ -238,25 +244,36 @@ class DenoConnection implements Connection, Batched {
       this.#queuedBytes += more.length;
     }
     const turn = writeWindow.turn();
-    if (this.#lastWriteTurn !== turn) {
-      this.#lastWriteTurn = turn;
-      this.#startFlush();
-    } else if (!this.#writeHeld) {
-      if (data.length + (more?.length ?? 0) < WRITE_JOIN_MAX) {
-        this.#writeHeld = true;
-        writeWindow.hold(this);
-      } else {
-        this.#startFlush();
-      }
-    }
+    const first = this.#lastWriteTurn !== turn;
+    this.#lastWriteTurn = turn;
     // Even a small write is only queued (conn.write is asynchronous); the
     // bound is on what waits in the queue.
-    if (this.#queuedBytes <= this.#options.writeHighWaterMark) return undefined;
-    return this.#drain.wait();
+    const over = this.#queuedBytes > this.#options.writeHighWaterMark;
+    if (moreToCome && !over) {
+      this.#heldForSession = true;
+      this.#hold();
+    } else if (
+      first || over || this.#heldForSession || data.length + (more?.length ?? 0) >= WRITE_JOIN_MAX
+    ) {
+      this.#heldForSession = false;
+      this.#writeHeld = false;
+      this.#startFlush();
+    } else {
+      this.#hold();
+    }
+    return over ? this.#drain.wait() : undefined;
+  }
+
+  /** Holds the queue (the write loop stops) until flushed, at the latest when the turn ends. */
+  #hold(): void {
+    if (this.#writeHeld) return;
+    this.#writeHeld = true;
+    writeWindow.hold(this);
   }
 
   /** The turn ended: writes what it held back. */
   flushBatch(): void {
+    this.#heldForSession = false;
     this.#writeHeld = false;
     this.#startFlush();
   }

@@ -493,10 +493,13 @@ export class Session {
       );
     }
     let pending: Promise<void> | undefined;
+    // Packets received and not yet taken: the handler will likely answer
+    // them too, at once, so the connection may hold this write for theirs.
+    const moreToCome = this.#queue !== undefined && this.#queueHead < this.#queue.length;
     if (this.packetType === 0 && typeof data !== "string") {
       // Raw bytes go out as they are: no framing, no copy.
       this.bytesOut += data.length;
-      pending = this.#connection.write(data);
+      pending = this.#connection.write(data, undefined, moreToCome);
     } else {
       let frames: Uint8Array[];
       try {
@@ -506,7 +509,7 @@ export class Session {
       }
       const [head, body] = frames;
       this.bytesOut += head.length + (body?.length ?? 0);
-      pending = this.#connection.write(head, body);
+      pending = this.#connection.write(head, body, moreToCome);
     }
     this.packetsOut++;
     return pending ?? RESOLVED;

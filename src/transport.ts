@@ -144,11 +144,16 @@ export interface Connection {
   /**
    * Queues bytes for the peer: `data`, then `more` if given (a packet's
    * header and its body), sent as one unit where the runtime can (one
-   * writev). Returns `undefined` when the runtime took them within its
-   * buffer bound, or a promise that resolves once the queue has drained or
-   * the connection has closed. Never throws, never rejects.
+   * writev). `moreToCome` is true while the session's handler has received
+   * packets it has not taken yet, so that more writes likely follow in this
+   * turn: the adapter may hold these bytes to send them with those, but at
+   * the latest when a write comes without it, its buffer bound is passed or
+   * the turn of the event loop ends. Returns `undefined` when the runtime
+   * took them within its buffer bound, or a promise that resolves once the
+   * queue has drained or the connection has closed. Never throws, never
+   * rejects.
    */
-  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined;
+  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined;
   /** Turns Nagle's algorithm off (`true`) or on (`false`). */
   setNoDelay(noDelay: boolean): void;
   /** Turns TCP keep-alive on or off, with the idle delay before probes. */

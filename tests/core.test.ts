@@ -623,6 +623,39 @@ describe("sessions", () => {
     }
   });
 
+  test("each send tells the connection whether the handler has more received packets to answer", async () => {
+    const transport = new MemoryTransport();
+    const framed = await startServer({ port: 0, max: 1, transport, packet: 4, handler: echo });
+    // Packet 0: each chunk is a packet; the handler starts once two have come.
+    const raw = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      packet: 0,
+      handler: async (session) => {
+        await until(() => session.bytesIn === 3, "both chunks");
+        await echo(session);
+      },
+    });
+    try {
+      const peer = transport.connect(framed.port);
+      // Three packets in one chunk, then one alone.
+      peer.write(new Uint8Array([0, 0, 0, 1, 7, 0, 0, 0, 1, 8, 0, 0, 0, 1, 9]));
+      await until(() => peer.connection.moreToCome.length === 3, "three answers");
+      peer.write(new Uint8Array([0, 0, 0, 1, 10]));
+      await until(() => peer.connection.moreToCome.length === 4, "the fourth answer");
+      assert.deepEqual(peer.connection.moreToCome, [true, true, false, false]);
+      assert.deepEqual([...peer.bytes()], [0, 0, 0, 1, 7, 0, 0, 0, 1, 8, 0, 0, 0, 1, 9, 0, 0, 0, 1, 10]);
+      const rawPeer = transport.connect(raw.port);
+      rawPeer.write(new Uint8Array([1, 2]));
+      rawPeer.write(new Uint8Array([3]));
+      await until(() => rawPeer.connection.moreToCome.length === 2, "both answers");
+      assert.deepEqual(rawPeer.connection.moreToCome, [true, false]);
+    } finally {
+      await Promise.all([framed.stop(), raw.stop()]);
+    }
+  });
+
   test("a peer faster than the handler is paused above readHighWaterMark and resumed below", async () => {
     const transport = new MemoryTransport();
     let release!: () => void;

@@ -107,6 +107,8 @@ export class MemoryConnection implements Connection {
   closeCalls = 0;
   /** What each data event answered: whether its chunk ended inside a packet. */
   dataAnswers: boolean[] = [];
+  /** What each write was told: whether the session had more answers coming. */
+  moreToCome: boolean[] = [];
   /** When set, write() reports backpressure with this promise. */
   writeBlocker: Promise<void> | undefined;
   #events: ConnectionEvents | undefined;
@@ -138,8 +140,9 @@ export class MemoryConnection implements Connection {
     this.#flush();
   }
 
-  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
     if (this.#closed) return undefined;
+    this.moreToCome.push(moreToCome === true);
     this.peer.receive(data);
     if (more !== undefined) this.peer.receive(more);
     return this.writeBlocker;
