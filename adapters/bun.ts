@@ -95,11 +95,13 @@ interface BunApi {
 const WRITE_JOIN_MAX = 64 * 1024;
 const JOIN_CHUNK_MAX = 16 * 1024;
 
-// A connection's writes in a turn, but for a small first one, wait in its
-// queue and leave together when the turn ends (Bun has no writev): small
-// ones joined, packets relayed from one received chunk merged back into one
-// view. Up to HOLD_MAX bytes held that way do not count as backpressure: the
-// writer would otherwise wait for the turn's end after every large packet.
+// A connection's writes in a turn, but for a first one made while its
+// session has nothing more to answer, wait in its queue and leave together
+// (Bun has no writev): small ones joined, packets relayed from one received
+// chunk merged back into one view. They leave when the turn ends, or as soon
+// as the session has caught up. Up to HOLD_MAX bytes held that way do not
+// count as backpressure: the writer would otherwise wait for the turn's end
+// after every large packet.
 const writeWindow = new WriteWindow(setImmediate);
 const HOLD_MAX = 1024 * 1024;
 
@@ -130,6 +132,7 @@ class BunConnection implements Connection, Batched {
   #drain: DrainSignal | undefined; // made on first backpressure
   #lastWriteTurn = -1;
   #heldBytes = 0; // queued this turn, to be written when it ends
+  #heldForSession = false; // held because the session had more to answer
   #stall: StallWatch | undefined; // closing with bytes queued
 
   /**
@@ -174,17 +177,17 @@ class BunConnection implements Connection, Batched {
     this.#read(true);
   }
 
-  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
     if (this.#closed || this.#gone) return undefined;
     const queue = this.#queue;
     const turn = writeWindow.turn();
     const size = data.length + (more?.length ?? 0);
-    // A connection's first write of a turn goes out at once, unless it is
-    // large and stops short of the end of its buffer: a packet cut from a
-    // received chunk, whose next packets usually follow in this turn and
-    // then leave with it in one send. Later writes wait for the turn's end.
-    const held = this.#lastWriteTurn === turn ||
-      (size >= JOIN_CHUNK_MAX && more === undefined && data.byteOffset + data.length < data.buffer.byteLength);
+    // Writes wait while the session has more received packets to answer;
+    // then, once it has caught up, all leave at once: the answers to one
+    // received chunk in one send (its packets relayed as one view). Else a
+    // connection's first write of a turn goes out at once and later ones
+    // wait for the turn's end.
+    const held = moreToCome === true || (this.#lastWriteTurn === turn && !this.#heldForSession);
     this.#lastWriteTurn = turn;
     if (held || (queue !== undefined && queue.length > 0)) {
       if (held) {
@@ -193,6 +196,13 @@ class BunConnection implements Connection, Batched {
       }
       this.#enqueue(data);
       if (more !== undefined) this.#enqueue(more);
+      if (moreToCome === true) {
+        this.#heldForSession = true;
+      } else if (this.#heldForSession) {
+        this.#heldForSession = false;
+        this.#heldBytes = 0;
+        this.onDrain();
+      }
       return this.#backpressure();
     }
     const written = this.#socket.write(data);
@@ -259,6 +269,7 @@ class BunConnection implements Connection, Batched {
 
   /** The turn ended: writes what it held back. */
   flushBatch(): void {
+    this.#heldForSession = false;
     this.#heldBytes = 0;
     if (!this.#gone) this.onDrain();
   }

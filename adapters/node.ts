@@ -46,7 +46,8 @@ import { StallWatch } from "../src/stall_watch.ts";
 import { type Batched, WriteWindow } from "../src/write_window.ts";
 
 // A connection's second and later writes in a turn leave together, in one
-// writev, when the turn ends.
+// writev, when the turn ends; so do writes made while the session has more
+// received packets to answer, but they leave as soon as it has caught up.
 const writeWindow = new WriteWindow(setImmediate);
 
 // The connection a socket belongs to, for the listeners below: they are
@@ -178,6 +179,7 @@ class NodeConnection implements Connection, Batched {
   #awaitingDrain = false;
   #batch: Uint8Array[] | undefined; // made on first use
   #batchBytes = 0;
+  #heldForSession = false; // the batch waits for the session's answers
   #lastWriteTurn = -1;
   #options: ListenOptions; // the listener's, shared by its connections
   #stall: StallWatch | undefined; // closing with bytes queued
@@ -310,11 +312,12 @@ class NodeConnection implements Connection, Batched {
     if (!this.#closed) this.#socket.resume();
   }
 
-  write(data: Uint8Array, more?: Uint8Array): Promise<void> | undefined {
+  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
     if (this.#closed || this.#socket.destroyed) return undefined;
     const turn = writeWindow.turn();
-    if (this.#lastWriteTurn !== turn) {
-      this.#lastWriteTurn = turn;
+    const first = this.#lastWriteTurn !== turn;
+    this.#lastWriteTurn = turn;
+    if (first && moreToCome !== true) {
       const socket = this.#socket;
       if (more === undefined) {
         socket.write(data);
@@ -335,6 +338,14 @@ class NodeConnection implements Connection, Batched {
         this.#batch.push(more);
         this.#batchBytes += more.length;
       }
+      // Held while the session has more received packets to answer (within
+      // the write bound); once it has caught up, the batch leaves at once.
+      if (moreToCome === true && this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) {
+        this.#heldForSession = true;
+      } else if (this.#heldForSession) {
+        this.#heldForSession = false;
+        this.flushBatch();
+      }
     }
     if (this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) return undefined;
     const drained = (this.#drain ??= new DrainSignal()).wait();
@@ -344,6 +355,7 @@ class NodeConnection implements Connection, Batched {
 
   /** Writes the writes held back this turn, in one writev. */
   flushBatch(): void {
+    this.#heldForSession = false;
     const batch = this.#batch;
     if (batch === undefined || batch.length === 0) {
       if (this.#drain?.waiting) this.#wakeWhenDrained();

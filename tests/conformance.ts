@@ -543,6 +543,30 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
+    test("answers sent while more packets wait go out even if the handler answers no more", TIMEOUT, async () => {
+      const bodies = ["one", "two", "three", "four"];
+      const sent = concat(bodies.map((body) => frame(4, body)));
+      await withServer({
+        port: 0,
+        max: 1,
+        packet: 4,
+        handler: async (session) => {
+          await until(() => session.bytesIn === sent.length, "all four packets");
+          // Each answer is sent while more packets wait to be taken; the
+          // last packet gets none, and the handler then waits for more.
+          for (let i = 0; i < 3; i++) await session.send((await session.recv())!.slice().reverse());
+          await session.recv();
+          await session.recv();
+        },
+      }, async (server) => {
+        const client = await Client.connect(server.port);
+        await client.write(sent);
+        const expected = concat(["eno", "owt", "eerht"].map((body) => frame(4, body)));
+        assert.deepEqual(await client.received(expected.length), expected);
+        client.destroy();
+      });
+    });
+
     test("packet 0: raw chunks pass through unframed", TIMEOUT, async () => {
       await withServer({ port: 0, max: 1, packet: 0, handler: echo }, async (server) => {
         const client = await Client.connect(server.port);
