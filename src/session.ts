@@ -472,9 +472,11 @@ export class Session {
    * `"line"`); a string is sent as UTF-8. Resolves once the runtime has
    * taken the bytes within its buffer bound, so a slow peer slows the sender
    * instead of growing memory. The bytes belong to the session from the call
-   * on: do not change them afterwards. Rejects with code `"socket_closed"`
-   * when the connection is closed, or `"packet_too_large"` when the data does
-   * not fit the header.
+   * on: do not change them afterwards. Sent while received packets wait to
+   * be taken, the bytes may be held until the handler has taken them (or
+   * the turn of the event loop ends), so that the answers to them leave
+   * together. Rejects with code `"socket_closed"` when the connection is
+   * closed, or `"packet_too_large"` when the data does not fit the header.
    *
    * @param data The packet's body.
    * @returns A promise resolved once the data is accepted.
