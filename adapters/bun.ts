@@ -199,9 +199,7 @@ class BunConnection implements Connection, Batched {
       if (moreToCome === true) {
         this.#heldForSession = true;
       } else if (this.#heldForSession) {
-        this.#heldForSession = false;
-        this.#heldBytes = 0;
-        this.onDrain();
+        this.flushBatch();
       }
       return this.#backpressure();
     }
@@ -267,7 +265,7 @@ class BunConnection implements Connection, Batched {
     events.end();
   }
 
-  /** The turn ended: writes what it held back. */
+  /** Writes what was held back: the turn ended, or the session caught up. */
   flushBatch(): void {
     this.#heldForSession = false;
     this.#heldBytes = 0;

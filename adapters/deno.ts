@@ -255,9 +255,7 @@ class DenoConnection implements Connection, Batched {
     } else if (
       first || over || this.#heldForSession || data.length + (more?.length ?? 0) >= WRITE_JOIN_MAX
     ) {
-      this.#heldForSession = false;
-      this.#writeHeld = false;
-      this.#startFlush();
+      this.flushBatch();
     } else {
       this.#hold();
     }
@@ -271,7 +269,7 @@ class DenoConnection implements Connection, Batched {
     writeWindow.hold(this);
   }
 
-  /** The turn ended: writes what it held back. */
+  /** Writes what was held back: the turn ended, or the session caught up. */
   flushBatch(): void {
     this.#heldForSession = false;
     this.#writeHeld = false;

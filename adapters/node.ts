@@ -343,7 +343,6 @@ class NodeConnection implements Connection, Batched {
       if (moreToCome === true && this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) {
         this.#heldForSession = true;
       } else if (this.#heldForSession) {
-        this.#heldForSession = false;
         this.flushBatch();
       }
     }
@@ -353,7 +352,7 @@ class NodeConnection implements Connection, Batched {
     return drained;
   }
 
-  /** Writes the writes held back this turn, in one writev. */
+  /** Writes what was held back (the turn ended, or the session caught up), in one writev. */
   flushBatch(): void {
     this.#heldForSession = false;
     const batch = this.#batch;
