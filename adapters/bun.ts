@@ -125,6 +125,7 @@ class BunConnection implements Connection, Batched {
   // since most connections never need it.
   #held: Uint8Array[] | undefined;
   #heldEnd = false;
+  #heldLoss = false; // Bun closed the socket before start(), with no error
   #failure: Error | undefined; // a failure before start()
   #flushScheduled = false;
   #queue: Uint8Array[] | undefined; // unsent bytes; made on first use
@@ -156,7 +157,9 @@ class BunConnection implements Connection, Batched {
   start(events: ConnectionEvents): void {
     if (this.#events !== undefined || this.#closed) return;
     this.#events = events;
-    if (this.#failure !== undefined || this.#held !== undefined || this.#heldEnd) this.#scheduleFlush();
+    if (this.#failure !== undefined || this.#held !== undefined || this.#heldEnd || this.#heldLoss) {
+      this.#scheduleFlush();
+    }
     if (!this.#paused) this.#read(true);
   }
 
@@ -178,7 +181,11 @@ class BunConnection implements Connection, Batched {
   }
 
   write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
-    if (this.#closed || this.#gone) return undefined;
+    if (this.#closed) return undefined;
+    if (this.#gone) {
+      this.#lose();
+      return undefined;
+    }
     const queue = this.#queue;
     const turn = writeWindow.turn();
     const size = data.length + (more?.length ?? 0);
@@ -204,7 +211,12 @@ class BunConnection implements Connection, Batched {
       return this.#backpressure();
     }
     const written = this.#socket.write(data);
-    if (written === data.length || written < 0) return undefined; // < 0: closed, Bun's close handler tells why
+    if (written === data.length) return undefined;
+    if (written < 0) {
+      // Closed: Bun's close handler would tell why, later.
+      this.#lose();
+      return undefined;
+    }
     this.#enqueue(data.subarray(written));
     return this.#backpressure();
   }
@@ -280,7 +292,12 @@ class BunConnection implements Connection, Batched {
       if (queue.length > 1) mergeAdjacent(queue);
       const chunk = queue.length > 1 && queue[0].length < JOIN_CHUNK_MAX ? this.#joinSmall(queue) : queue[0];
       const written = socket.write(chunk);
-      if (written < 0) return; // closed: Bun's close handler follows
+      if (written < 0) {
+        // Closed: Bun's close handler would tell why, later.
+        this.#lose();
+        this.#drain?.wake();
+        return;
+      }
       this.#queuedBytes -= written;
       if (written < chunk.length) {
         queue[0] = chunk.subarray(written);
@@ -304,12 +321,38 @@ class BunConnection implements Connection, Batched {
     this.#stall?.stop();
     this.#queue = undefined;
     this.#queuedBytes = 0;
-    this.#drain?.wake();
-    if (this.#closed) return;
-    // A reset comes as the close handler's error (code "ECONNRESET"); a close
-    // without one, before any FIN was seen, is an end of stream all the same.
+    // A failure comes as the close handler's error (code "ECONNRESET"); Bun
+    // reports a peer's reset also as an end of stream, then a close without
+    // one.
     if (error !== undefined) this.onError(error);
-    else this.onEnd();
+    else this.#lose();
+    this.#drain?.wake();
+  }
+
+  /**
+   * Bun closed the socket without an error and the core has not been told:
+   * it gets what was held for it (whether paused or not: nothing else will
+   * come), then the loss. Before start(), that waits for start().
+   */
+  #lose(): void {
+    if (this.#closed) return;
+    const events = this.#events;
+    if (events === undefined) {
+      this.#heldLoss = true;
+      return;
+    }
+    const held = this.#held;
+    this.#held = undefined;
+    this.#heldEnd = false;
+    if (held !== undefined) {
+      for (const chunk of held) {
+        if (this.#closed) return;
+        events.data(chunk);
+      }
+      if (this.#closed) return;
+    }
+    this.#closed = true;
+    events.lost();
   }
 
   /** A socket failure, or an exception thrown by a handler Bun called. */
@@ -363,6 +406,10 @@ class BunConnection implements Connection, Batched {
     const failure = this.#failure;
     if (failure !== undefined) {
       this.#fail(events, failure);
+      return;
+    }
+    if (this.#heldLoss) {
+      this.#lose();
       return;
     }
     const held = this.#held;

@@ -80,6 +80,7 @@ const CODES: Record<string, string> = {
   AddrNotAvailable: "EADDRNOTAVAIL",
   ConnectionReset: "ECONNRESET",
   ConnectionAborted: "ECONNABORTED",
+  NotConnected: "ENOTCONN",
   BrokenPipe: "EPIPE",
   TimedOut: "ETIMEDOUT",
 };
@@ -112,6 +113,15 @@ const READ_ROOM_MIN = 1024;
 // small packets a handler sends in one turn.
 const WRITE_JOIN_MAX = 64 * 1024;
 const SMALL_HEAD = 64;
+// Joins of JOIN_BUFFER_MIN bytes or more (a packet's header and a large
+// body, or a turn's many answers) are made in a join buffer the connection
+// keeps while its queue is not empty, so a connection streaming to a slow
+// peer reuses one instead of leaving a new one behind each write for the
+// collector. Emptied queues give theirs back to a small pool.
+const JOIN_BUFFER_MIN = 4 * 1024;
+const JOIN_BUFFER_SIZE = WRITE_JOIN_MAX + SMALL_HEAD;
+const JOIN_POOL_MAX = 16;
+const joinPool: Uint8Array[] = [];
 // Writes wait while the session says more are coming (its handler has
 // received packets it has not taken yet): what it answers to the packets of
 // one read then leaves in one write op, as they came in. Deno's writes often
@@ -148,6 +158,7 @@ class DenoConnection implements Connection, Batched {
   #options: ListenOptions; // the listener's, shared by its connections
   #drain = new DrainSignal();
   #stall: StallWatch | undefined; // closing with bytes queued
+  #joinBuffer: Uint8Array | undefined; // held while the queue is not empty
 
   constructor(conn: DenoTcpConn, options: ListenOptions) {
     this.#conn = conn;
@@ -289,7 +300,11 @@ class DenoConnection implements Connection, Batched {
     while (queue.length > 0 && !this.#released && !(this.#writeHeld && !this.#closed)) {
       // Packets relayed from one received chunk go back out as one view.
       if (queue.length > 1) mergeAdjacent(queue);
-      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX ? this.#join() : queue[0];
+      // The rest of a partly written join is written as it is: joining it
+      // again would copy the join buffer onto itself.
+      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX && queue[0].buffer !== this.#joinBuffer?.buffer
+        ? this.#join()
+        : queue[0];
       let written: number;
       try {
         written = await conn.write(chunk);
@@ -307,6 +322,11 @@ class DenoConnection implements Connection, Batched {
       if (this.#queuedBytes <= this.#options.writeHighWaterMark && this.#drain.waiting) this.#drain.wake();
     }
     this.#writing = false;
+    if (queue.length === 0 && this.#joinBuffer !== undefined) {
+      // No write holds it any more.
+      if (joinPool.length < JOIN_POOL_MAX) joinPool.push(this.#joinBuffer);
+      this.#joinBuffer = undefined;
+    }
     if (this.#closed) this.#release();
   }
 
@@ -326,7 +346,9 @@ class DenoConnection implements Connection, Batched {
       count++;
     }
     if (count === 1) return queue[0];
-    return joinHead(queue, count, length);
+    if (length < JOIN_BUFFER_MIN) return joinHead(queue, count, length);
+    this.#joinBuffer ??= joinPool.pop() ?? new Uint8Array(JOIN_BUFFER_SIZE);
+    return joinHead(queue, count, length, this.#joinBuffer);
   }
 
   setNoDelay(noDelay: boolean): void {
@@ -352,6 +374,8 @@ class DenoConnection implements Connection, Batched {
     this.#closed = true;
     this.#held = undefined;
     this.#failure = undefined;
+    // Writers waiting for the peer: the connection is closed.
+    this.#drain.wake();
     this.#startFlush();
     if (!this.#writing) {
       this.#release();
@@ -378,6 +402,7 @@ class DenoConnection implements Connection, Batched {
     this.#queue.length = 0;
     this.#queuedBytes = 0;
     this.#readBuffer = new Uint8Array(0);
+    this.#joinBuffer = undefined;
     try {
       // Also cancels a pending read or write: they reject with Interrupted,
       // which the loops above take as the end.

@@ -175,6 +175,7 @@ class NodeConnection implements Connection, Batched {
   // What happened before start(), replayed when the session starts.
   #earlyError: Error | undefined;
   #earlyEnd = false;
+  #earlyLoss = false;
   #drain: DrainSignal | undefined; // made on first backpressure
   #awaitingDrain = false;
   #batch: Uint8Array[] | undefined; // made on first use
@@ -224,6 +225,11 @@ class NodeConnection implements Connection, Batched {
       const error = this.#earlyError;
       this.close();
       events.error(error);
+      return;
+    }
+    if (this.#earlyLoss) {
+      this.#closed = true;
+      events.lost();
       return;
     }
     const socket = this.#socket;
@@ -296,7 +302,29 @@ class NodeConnection implements Connection, Batched {
 
   onClose(): void {
     this.#stall?.stop();
+    this.#lose();
     this.#drain?.wake();
+  }
+
+  /**
+   * The socket is destroyed and the core has not been told: tell it, with
+   * the socket's error if it has one. Node sets `destroyed` at once and
+   * emits 'error' and 'close' later, so a write can find out first.
+   */
+  #lose(): void {
+    if (this.#closed) return;
+    const error = (this.#socket as { errored?: Error | null }).errored;
+    if (error) {
+      this.onError(error);
+      return;
+    }
+    const events = this.#events;
+    if (events === undefined) {
+      this.#earlyLoss = true;
+      return;
+    }
+    this.#closed = true;
+    events.lost();
   }
 
   onDrain(): void {
@@ -313,7 +341,11 @@ class NodeConnection implements Connection, Batched {
   }
 
   write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
-    if (this.#closed || this.#socket.destroyed) return undefined;
+    if (this.#closed) return undefined;
+    if (this.#socket.destroyed) {
+      this.#lose();
+      return undefined;
+    }
     const turn = writeWindow.turn();
     const first = this.#lastWriteTurn !== turn;
     this.#lastWriteTurn = turn;
@@ -363,7 +395,10 @@ class NodeConnection implements Connection, Batched {
     this.#batch = undefined;
     this.#batchBytes = 0;
     const socket = this.#socket;
-    if (socket.destroyed) return this.#drain?.wake();
+    if (socket.destroyed) {
+      this.#lose();
+      return this.#drain?.wake();
+    }
     if (batch.length === 1) {
       socket.write(batch[0]);
     } else {
@@ -394,6 +429,8 @@ class NodeConnection implements Connection, Batched {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Writers waiting for the peer: the connection is closed.
+    this.#drain?.wake();
     const socket = this.#socket;
     if (socket.destroyed) return;
     this.flushBatch();

@@ -25,10 +25,16 @@ export function contiguousCount(chunks: Uint8Array[]): number {
 
 /**
  * Copies the first `count` chunks, `length` bytes in all, into one new
- * buffer, behind `room` bytes left free.
+ * buffer (or the start of `into`, when given), behind `room` bytes left free.
  */
-export function copyChunks(chunks: Uint8Array[], count: number, length: number, room = 0): Uint8Array {
-  const joined = new Uint8Array(room + length);
+export function copyChunks(
+  chunks: Uint8Array[],
+  count: number,
+  length: number,
+  room = 0,
+  into?: Uint8Array,
+): Uint8Array {
+  const joined = into === undefined ? new Uint8Array(room + length) : into.subarray(0, room + length);
   let offset = room;
   for (let i = 0; i < count; i++) {
     joined.set(chunks[i], offset);

@@ -97,10 +97,13 @@ export interface ServerOptions {
    */
   transport?: Transport;
   /**
-   * Called when a handler throws or rejects (with its session, then already
-   * closed), or when the runtime fails to accept a connection (without a
-   * session; the server retries shortly). An error thrown here is itself
-   * logged and ignored.
+   * Called when a handler throws or rejects with an error of its own (with
+   * its session, then already closed; errors from the session's connection
+   * end it as `"socket_closed"` or `"socket_error"` instead), or when the
+   * runtime cannot accept for want of resources, e.g. out of file
+   * descriptors (without a session; the server retries after a pause that
+   * grows while it fails). An error thrown here is itself logged and
+   * ignored.
    * @default {logs with console.error}
    */
   onError?: (error: unknown, session?: Session) => void;
@@ -212,6 +215,12 @@ export interface ServerStatus {
   /** Connections refused because `backlog` were already waiting. */
   refused: number;
   /**
+   * Connections lost before they could be accepted (reset or aborted by
+   * the peer while they waited, refused by a firewall rule): skipped at once,
+   * they start no session and are not reported to `onError`.
+   */
+  acceptErrors: number;
+  /**
    * Connections waiting for a free session slot (on Deno they wait in the
    * kernel's backlog, where they cannot be counted: always `0` there).
    */
@@ -291,10 +300,47 @@ function checkMax(max: unknown): asserts max is number {
 
 /**
  * How long to wait before accepting again after the runtime failed to
- * accept: doubling from the first to the last while failures repeat.
+ * accept for want of resources: doubling from the first to the last while
+ * failures repeat.
  */
 const ACCEPT_RETRY_FIRST_MS = 50;
 const ACCEPT_RETRY_LAST_MS = 1000;
+
+/**
+ * Accept failures that belong to one connection: reset or aborted while it
+ * waited, refused by a firewall rule (EPERM), or a network error Linux
+ * passes on from the new socket (accept(2)). The next connection is taken at
+ * once. Any other failure, foremost a want of descriptors, buffers or memory
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM), would recur at once: the server reports
+ * it and backs off.
+ */
+const CONNECTION_ERRORS = new Set([
+  "ECONNABORTED",
+  "ECONNRESET",
+  "ENOTCONN",
+  "EPROTO",
+  "EPERM",
+  "ETIMEDOUT",
+  "ENETDOWN",
+  "ENETUNREACH",
+  "EHOSTDOWN",
+  "EHOSTUNREACH",
+  "ENONET",
+  "ENOPROTOOPT",
+  "EOPNOTSUPP",
+]);
+
+/**
+ * Consecutive accept failures skipped at once before one waits for a timer:
+ * a transport that failed every accept at once would otherwise keep the
+ * event loop in promise callbacks.
+ */
+const ACCEPT_SKIPS_PER_TURN = 64;
+
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CONNECTION_ERRORS.has(code);
+}
 
 /**
  * A running server: its port and status, its sessions, and how to stop it.
@@ -317,7 +363,10 @@ export class SocketServer implements RegisteredServer {
   #max: number;
   #sessions = new Set<Session>();
   #accepting: Listener | undefined; // the listener an accept() is pending on
-  #acceptRetryMs = 0;
+  #acceptRetryMs = 0; // the last back-off's pause; 0 after a success
+  #acceptWaits = false; // a timer will accept again: nothing else does meanwhile
+  #acceptSkips = 0; // consecutive accept failures skipped at once
+  #acceptErrors = 0;
   #accepted = 0;
   #refusedBefore = 0; // refusals counted by listeners already closed (suspend, stop)
   #nextSessionId = 1;
@@ -456,6 +505,7 @@ export class SocketServer implements RegisteredServer {
       state: this.#state,
       accepted: this.#accepted,
       refused: this.#refused,
+      acceptErrors: this.#acceptErrors,
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
@@ -637,7 +687,7 @@ export class SocketServer implements RegisteredServer {
   /** Takes the next connection if a session slot is free and none is being taken. */
   #acceptNext(): void {
     if (
-      this.#accepting !== undefined || this.#acceptRetryMs < 0 || this.#state !== "running" ||
+      this.#accepting !== undefined || this.#acceptWaits || this.#state !== "running" ||
       this.#sessions.size >= this.#max
     ) return;
     const listener = this.#listener!;
@@ -651,6 +701,7 @@ export class SocketServer implements RegisteredServer {
     const listener = this.#accepting;
     this.#accepting = undefined;
     this.#acceptRetryMs = 0;
+    this.#acceptSkips = 0;
     if (connection === null) {
       // A listener closed by suspend(); resume() may have opened another.
       this.#acceptNext();
@@ -665,22 +716,28 @@ export class SocketServer implements RegisteredServer {
   };
 
   #onAcceptFailed = (error: unknown): void => {
-    // The runtime could not accept (e.g. out of file descriptors): say so,
-    // and try again after a pause that grows while failures repeat, rather
-    // than spin.
     this.#accepting = undefined;
+    if (isConnectionError(error)) {
+      // One connection lost before it was accepted: take the next at once.
+      this.#acceptErrors++;
+      if (++this.#acceptSkips % ACCEPT_SKIPS_PER_TURN !== 0) this.#acceptNext();
+      else this.#acceptAfter(0);
+      return;
+    }
+    // Out of a resource (e.g. file descriptors): say so, and try again after
+    // a pause that grows while failures repeat, rather than spin.
     this.#report(error);
-    const delay = Math.min(
-      ACCEPT_RETRY_LAST_MS,
-      Math.max(ACCEPT_RETRY_FIRST_MS, -this.#acceptRetryMs * 2, this.#acceptRetryMs * 2),
-    );
-    // A negative value marks "waiting to retry" so nothing else accepts meanwhile.
-    this.#acceptRetryMs = -delay;
-    setTimeout(() => {
-      this.#acceptRetryMs = delay;
-      this.#acceptNext();
-    }, delay);
+    this.#acceptRetryMs = Math.min(ACCEPT_RETRY_LAST_MS, Math.max(ACCEPT_RETRY_FIRST_MS, this.#acceptRetryMs * 2));
+    this.#acceptAfter(this.#acceptRetryMs);
   };
+
+  #acceptAfter(delayMs: number): void {
+    this.#acceptWaits = true;
+    setTimeout(() => {
+      this.#acceptWaits = false;
+      this.#acceptNext();
+    }, delayMs);
+  }
 
   #startSession(connection: Connection): void {
     const { packetType, packetSize, session: options, handler } = this.#options;

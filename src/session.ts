@@ -158,6 +158,7 @@ let shutdown: (session: Session, reason: SocketServerError) => void;
 let onData: (session: Session, chunk: Uint8Array) => boolean;
 let onEnd: (session: Session) => void;
 let onError: (session: Session, error: Error) => void;
+let onLost: (session: Session) => void;
 let deliver: (session: Session, packet: Uint8Array) => void;
 let receive: (session: Session, timeoutMs: number | undefined, forIterator: boolean) => Promise<unknown>;
 
@@ -183,6 +184,9 @@ class SessionEvents implements ConnectionEvents, PacketSink, AsyncIterableIterat
   }
   error(error: Error): void {
     onError(this.session, error);
+  }
+  lost(): void {
+    onLost(this.session);
   }
   packet(packet: Uint8Array): void {
     deliver(this.session, packet);
@@ -300,7 +304,11 @@ export class Session {
   // recv() reports once the queue is empty.
   #inputDone = false;
   #failure: SocketServerError | null = null;
+  // Set once the connection can carry no more bytes: closed by this side, by
+  // the peer after its end of stream, or failed. From then on send() rejects,
+  // with `#sendFailure` when the loss came with one.
   #closed = false;
+  #sendFailure: SocketServerError | undefined;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #lastInputAt = 0;
   #abort: AbortController | undefined;
@@ -315,6 +323,7 @@ export class Session {
     onData = (session, chunk) => session.#onData(chunk);
     onEnd = (session) => session.#onEnd();
     onError = (session, error) => session.#onError(error);
+    onLost = (session) => session.#onLost();
     deliver = (session, packet) => session.#deliver(packet);
     receive = (session, timeoutMs, forIterator) => session.#receive(timeoutMs, forIterator);
   }
@@ -475,8 +484,12 @@ export class Session {
    * on: do not change them afterwards. Sent while received packets wait to
    * be taken, the bytes may be held until the handler has taken them (or
    * the turn of the event loop ends), so that the answers to them leave
-   * together. Rejects with code `"socket_closed"` when the connection is
-   * closed, or `"packet_too_large"` when the data does not fit the header.
+   * together. Once the connection can carry no more bytes (closed by either
+   * side, reset, failed), it rejects with code `"socket_closed"` or
+   * `"socket_error"`; letting that error propagate ends the session with
+   * that reason, not as a crash. (A send already waiting for the peer when
+   * the connection goes resolves: its bytes were taken while it was open.) Rejects with `"packet_too_large"` when
+   * the data does not fit the header.
    *
    * @param data The packet's body.
    * @returns A promise resolved once the data is accepted.
@@ -489,11 +502,7 @@ export class Session {
    * ```
    */
   send(data: Uint8Array | string): Promise<void> {
-    if (this.#closed) {
-      return Promise.reject(
-        new SocketServerError(`Cannot send on session ${this.id}: the connection is closed`, "socket_closed"),
-      );
-    }
+    if (this.#closed) return Promise.reject(this.#sendError());
     let pending: Promise<void> | undefined;
     // Packets received and not yet taken: the handler will likely answer
     // them too, at once, so the connection may hold this write for theirs.
@@ -514,7 +523,21 @@ export class Session {
       pending = this.#connection.write(head, body, moreToCome);
     }
     this.packetsOut++;
+    // A write that finds the connection gone reports it before it returns:
+    // these bytes were not taken. A send already waiting for the peer when
+    // the connection goes resolves (its bytes were taken while it was open,
+    // and a fire-and-forget send must not become an unhandled rejection);
+    // the next one rejects.
+    if (this.#closed) return Promise.reject(this.#sendError());
     return pending ?? RESOLVED;
+  }
+
+  /** Why a send fails: the connection's failure, or its close. */
+  #sendError(): SocketServerError {
+    return this.#sendFailure ??= raise(
+      new SocketServerError(`Cannot send on session ${this.id}: the connection is closed`, "socket_closed"),
+      "socket_closed",
+    );
   }
 
   /**
@@ -608,7 +631,7 @@ export class Session {
   }
 
   #onError(error: Error): void {
-    if (this.#inputDone) return;
+    if (this.#closed) return;
     const code = (error as { code?: unknown }).code;
     this.#fail(raise(
       new SocketServerError(
@@ -623,11 +646,24 @@ export class Session {
   }
 
   /**
-   * Ends input with an error and closes the connection; packets received
-   * before it are still delivered, then the error.
+   * The connection is gone without an error (closed by the peer after its
+   * end of stream, or a reset the runtime reports as a close): input ends
+   * as at end of stream, if it had not, and sends fail from now on.
+   */
+  #onLost(): void {
+    if (this.#closed) return;
+    this.#onEnd();
+    this.#closeConnection();
+  }
+
+  /**
+   * Ends input with an error, unless it had ended, and closes the
+   * connection; packets received before it are still delivered, then the
+   * error. Sends fail with it from now on.
    */
   #fail(failure: SocketServerError): void {
-    if (this.#inputDone) return;
+    if (this.#closed) return;
+    this.#sendFailure = failure;
     this.#endInput(failure);
     this.#closeConnection();
   }

@@ -14,12 +14,18 @@
  *   they are refused and counted in `refused`).
  * - A connection delivers no event before `start()`, and none after `close()`.
  * - Peer resets and other socket failures arrive as `error` events, never as
- *   thrown or unhandled errors; `error` and `end` are each delivered at most
- *   once, and nothing follows `error`.
+ *   thrown or unhandled errors. `end` is delivered at most once; so is the
+ *   connection's loss, as `error` (with what failed) or `lost` (the socket
+ *   is gone and the runtime tells no error), also after `end`; nothing
+ *   follows it.
  * - `write()` takes ownership of the bytes; it returns `undefined` when the
  *   runtime accepted them within its buffer bound, or a promise that resolves
  *   once the buffer has drained (or the connection has closed). It never
- *   rejects and never throws: failures surface as `error` events.
+ *   rejects and never throws: failures surface as `error` or `lost` events.
+ *   A `write()` that finds the connection gone delivers that event before it
+ *   returns, and a drain that ends because the connection is gone delivers
+ *   it before the promise resolves: the core never takes bytes handed to a
+ *   dead connection for sent.
  * - `close()` is idempotent, safe at any time (also while bytes are being
  *   read), and discards unsent data only if the peer takes none of it for
  *   `lingerMs`.
@@ -95,6 +101,7 @@ export interface ListenOptions {
  *   data: (chunk) => { bytes += chunk.length; },
  *   end: () => console.log("peer closed after", bytes, "bytes"),
  *   error: (error) => console.error(error),
+ *   lost: () => console.log("connection gone"),
  * };
  * ```
  */
@@ -108,8 +115,17 @@ export interface ConnectionEvents {
   data(chunk: Uint8Array): boolean | void;
   /** The peer closed its side of the connection (end of stream). */
   end(): void;
-  /** The connection failed (e.g. reset by the peer); nothing follows. */
+  /**
+   * The connection failed (e.g. reset by the peer), maybe after `end`;
+   * nothing follows.
+   */
   error(error: Error): void;
+  /**
+   * The connection can carry no more bytes either way and the runtime told
+   * no error (e.g. Bun reports a reset as the socket's close), maybe after
+   * `end`; nothing follows.
+   */
+  lost(): void;
 }
 
 /**
@@ -123,6 +139,7 @@ export interface ConnectionEvents {
  *     data: (chunk) => void connection.write(chunk),
  *     end: () => connection.close(),
  *     error: () => connection.close(),
+ *     lost: () => connection.close(),
  *   });
  * }
  * ```

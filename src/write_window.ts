@@ -74,10 +74,12 @@ export function mergeAdjacent(queue: Uint8Array[]): void {
 
 /**
  * Replaces the first `count` chunks of a write queue, `length` bytes in all,
- * with one copy of them: one write for many small ones.
+ * with one copy of them: one write for many small ones. The copy is made in
+ * `into` when given (a buffer of at least `length` bytes that no queued
+ * chunk lies in), else in a new buffer.
  */
-export function joinHead(queue: Uint8Array[], count: number, length: number): Uint8Array {
-  const joined = copyChunks(queue, count, length);
+export function joinHead(queue: Uint8Array[], count: number, length: number, into?: Uint8Array): Uint8Array {
+  const joined = copyChunks(queue, count, length, 0, into);
   queue.splice(0, count, joined);
   return joined;
 }

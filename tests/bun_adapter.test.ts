@@ -3,9 +3,11 @@
 import { describe } from "node:test";
 import { bunTransport } from "../adapters/bun.ts";
 import { conformance } from "./conformance.ts";
+import { faults } from "./faults.ts";
 
 if ("Bun" in globalThis) {
   conformance("bun adapter", bunTransport);
+  faults("bun adapter", "bun");
 } else {
   describe.skip("bun adapter (needs Bun)", () => {});
 }

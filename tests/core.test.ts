@@ -311,6 +311,25 @@ describe("the session limit", () => {
     assert.equal(server.status().refused, 2, "the count outlives the listener");
   });
 
+  test("accept failures of one connection (e.g. ENOTCONN) are skipped at once, counted and not reported", { timeout: 10_000 }, async () => {
+    const transport = new MemoryTransport();
+    transport.acceptFailures = 200;
+    transport.acceptFailureCode = "ENOTCONN";
+    const { errors, onError } = errorLog();
+    const server = await startServer({ port: 0, max: 2, transport, handler: echo, onError });
+    try {
+      const started = Date.now();
+      const peer = transport.connect(server.port);
+      peer.write("served");
+      await peer.whenReceived(6);
+      assert.ok(Date.now() - started < 1000, "no back-off for failures of one connection");
+      assert.equal(server.status().acceptErrors, 200);
+      assert.deepEqual(errors, []);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("a failing accept is reported and retried, not spun on", async () => {
     const transport = new MemoryTransport();
     transport.acceptFailures = 2;
@@ -332,6 +351,118 @@ describe("the session limit", () => {
 });
 
 describe("how sessions end", () => {
+  for (const [loss, reason] of [["reset", "socket_error"], ["lose", "socket_closed"]] as const) {
+    test(`a connection ${loss === "reset" ? "reset" : "lost without an error"} after the peer's end of stream fails every later send(): the session ends ${reason}, not as a crash`, { timeout: 10_000 }, async () => {
+      const transport = new MemoryTransport();
+      const { errors, onError } = errorLog();
+      const ended: Array<[string, unknown]> = [];
+      let go!: () => void;
+      const ready = new Promise<void>((resolve) => (go = resolve));
+      let sends = 0;
+      const server = await startServer({
+        port: 0,
+        max: 1,
+        transport,
+        onError,
+        onSessionEnd: (_session, why, error) => ended.push([why, error]),
+        handler: async (session) => {
+          assert.equal(await session.recv(), null);
+          await ready;
+          // A streaming handler that lets send()'s error propagate (bounded,
+          // so that sends resolving on a dead connection fail this test
+          // rather than freeze it).
+          for (let i = 0; i < 1000; i++) {
+            await session.send("more");
+            sends++;
+          }
+        },
+      });
+      try {
+        const peer = transport.connect(server.port);
+        peer.end();
+        await settle();
+        peer[loss]();
+        go();
+        await until(() => ended.length === 1, "the session to end");
+        assert.equal(sends, 0, "no send resolves once the connection is gone");
+        assert.equal(ended[0][0], reason);
+        assert.equal((ended[0][1] as SocketServerError).code, reason);
+        assert.deepEqual(errors, [], "not reported to onError");
+        assert.equal(server.status().ended.crash, 0);
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+
+  test("a send() waiting for the peer when the connection fails resolves; the next one rejects and ends the session socket_error", { timeout: 10_000 }, async () => {
+    const transport = new MemoryTransport();
+    const { errors, onError } = errorLog();
+    const ended: string[] = [];
+    let session!: Session;
+    let sending: Promise<void> | undefined;
+    let go!: () => void;
+    const ready = new Promise<void>((resolve) => (go = resolve));
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      onError,
+      onSessionEnd: (_session, why) => ended.push(why),
+      handler: async (s) => {
+        session = s;
+        await ready;
+        sending = s.send("slow");
+        await sending;
+        await s.send("next");
+      },
+    });
+    try {
+      const peer = transport.connect(server.port);
+      await until(() => session !== undefined, "the session");
+      peer.connection.writeBlocker = new Promise(() => {});
+      go();
+      await until(() => sending !== undefined, "the send");
+      let sent = false;
+      void sending!.then(() => (sent = true));
+      await settle();
+      assert.equal(sent, false, "the send waits for the peer");
+      peer.reset();
+      await sending;
+      await until(() => ended.length === 1, "the session to end");
+      assert.deepEqual(ended, ["socket_error"]);
+      assert.deepEqual(errors, []);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("an error of the handler's own is still a crash, reported to onError", async () => {
+    const transport = new MemoryTransport();
+    const { errors, onError } = errorLog();
+    const server = await startServer({
+      port: 0,
+      max: 1,
+      transport,
+      onError,
+      handler: async (session) => {
+        try {
+          await session.send("x");
+        } catch {
+          // not reached
+        }
+        throw new SocketServerError("my own", "socket_closed");
+      },
+    });
+    try {
+      transport.connect(server.port);
+      await until(() => server.status().ended.crash === 1, "the crash");
+      assert.equal(errors.length, 1);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("a handler that returns at once closes its connection with reason normal", async () => {
     const transport = new MemoryTransport();
     const server = await startServer({ port: 0, max: 2, transport, handler: () => {} });

@@ -5,6 +5,7 @@ import { describe, test } from "node:test";
 import { denoTransport } from "../adapters/deno.ts";
 import { startServer } from "../mod.ts";
 import { conformance } from "./conformance.ts";
+import { faults } from "./faults.ts";
 import { Client, until } from "./support/client.ts";
 
 // The parts of Deno's listener and connection the adapter uses.
@@ -23,6 +24,7 @@ interface DenoListen {
 
 if ("Deno" in globalThis) {
   conformance("deno adapter", denoTransport);
+  faults("deno adapter", "deno");
 
   describe("deno adapter: write ops", () => {
     test("the packets a handler answers at once leave in one write op", async () => {

@@ -1,5 +1,6 @@
-// The conformance suite against the Node adapter (`node:net`), which runs on
-// Node and also under Deno and Bun; then what only Node's own sockets do.
+// The conformance and fault suites against the Node adapter (`node:net`),
+// which runs on Node and also under Deno and Bun; then what only Node's own
+// sockets do.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type AddressInfo, Server as NetServer } from "node:net";
@@ -7,9 +8,11 @@ import process from "node:process";
 import { nodeTransport } from "../adapters/node.ts";
 import { startServer } from "../mod.ts";
 import { conformance } from "./conformance.ts";
+import { faults } from "./faults.ts";
 import { Client } from "./support/client.ts";
 
 conformance("node adapter", nodeTransport);
+faults("node adapter", "node");
 
 const onNode = process.versions.deno === undefined && process.versions.bun === undefined;
 

@@ -50,6 +50,14 @@ export class MemoryPeer {
     this.connection.deliverError(error);
   }
 
+  /**
+   * Makes the connection gone without an error, as Bun reports a reset (and
+   * Node a socket destroyed without one).
+   */
+  lose(): void {
+    this.connection.deliverLoss();
+  }
+
   /** Everything the server wrote, as UTF-8 text. */
   text(): string {
     return decoder.decode(concat(this.received));
@@ -112,13 +120,18 @@ export class MemoryConnection implements Connection {
   /** When set, write() reports backpressure with this promise. */
   writeBlocker: Promise<void> | undefined;
   #events: ConnectionEvents | undefined;
-  #pending: Array<Uint8Array | "end" | Error> = [];
+  // Resolved when the connection closes: a write waiting for writeBlocker
+  // ends then, as an adapter's drain does.
+  #whenClosed: Promise<void>;
+  #markClosed!: () => void;
+  #pending: Array<Uint8Array | "end" | "lost" | Error> = [];
   #closed = false;
 
   constructor(peer: MemoryPeer, port: number, clientPort: number) {
     this.peer = peer;
     this.remoteAddress = { hostname: "127.0.0.1", port: clientPort };
     this.localAddress = { hostname: "127.0.0.1", port };
+    this.#whenClosed = new Promise((resolve) => (this.#markClosed = resolve));
   }
 
   get isClosed(): boolean {
@@ -145,7 +158,7 @@ export class MemoryConnection implements Connection {
     this.moreToCome.push(moreToCome === true);
     this.peer.receive(data);
     if (more !== undefined) this.peer.receive(more);
-    return this.writeBlocker;
+    return this.writeBlocker === undefined ? undefined : Promise.race([this.writeBlocker, this.#whenClosed]);
   }
 
   setNoDelay(noDelay: boolean): void {
@@ -162,6 +175,7 @@ export class MemoryConnection implements Connection {
     this.#closed = true;
     this.#pending = [];
     this.peer.markClosed();
+    this.#markClosed();
   }
 
   deliver(data: Uint8Array): void {
@@ -174,6 +188,11 @@ export class MemoryConnection implements Connection {
     this.#flush();
   }
 
+  deliverLoss(): void {
+    this.#pending.push("lost");
+    this.#flush();
+  }
+
   deliverError(error: Error): void {
     this.#pending.push(error);
     this.#flush();
@@ -183,10 +202,16 @@ export class MemoryConnection implements Connection {
     while (this.#events && !this.#closed && !this.paused && this.#pending.length > 0) {
       const item = this.#pending.shift()!;
       if (item === "end") this.#events.end();
-      else if (item instanceof Error) {
+      else if (item === "lost") {
+        this.#closed = true;
+        this.peer.markClosed();
+        this.#events.lost();
+        this.#markClosed();
+      } else if (item instanceof Error) {
         this.#closed = true;
         this.peer.markClosed();
         this.#events.error(item);
+        this.#markClosed();
       } else this.dataAnswers.push(this.#events.data(item) === true);
     }
   }
@@ -221,8 +246,9 @@ export class MemoryListener implements Listener {
     this.acceptCalls++;
     if (!this.#queue.closed && this.transport.acceptFailures > 0) {
       this.transport.acceptFailures--;
-      const error = new Error("Too many open files") as Error & { code: string };
-      error.code = "EMFILE";
+      const code = this.transport.acceptFailureCode;
+      const error = new Error(`accept failed: ${code}`) as Error & { code: string };
+      error.code = code;
       return Promise.reject(error);
     }
     return this.#queue.take();
@@ -246,8 +272,9 @@ export class MemoryListener implements Listener {
 export class MemoryTransport implements Transport {
   readonly name = "memory";
   readonly listeners: Map<number, MemoryListener> = new Map();
-  /** How many coming accept() calls fail as the runtime's would with EMFILE. */
+  /** How many coming accept() calls fail as the runtime's would, with `acceptFailureCode`. */
   acceptFailures = 0;
+  acceptFailureCode = "EMFILE";
   #nextPort = 40000;
   #nextClientPort = 50000;
 

@@ -1,0 +1,240 @@
+/**
+ * A server run in a child process for the fault suite (tests/faults.ts) and
+ * `npm run stress`: a peer that freezes the event loop freezes this process,
+ * not the test runner, and the runner sees it as a status request that gets
+ * no answer in time.
+ *
+ * Usage: `<runtime> tests/support/fault_server.ts '<FaultServerConfig JSON>'`.
+ * It prints `{"port":N}` once listening, then answers each line of JSON
+ * `{"id":N,"command":"status"|"gc"|"stop","timeoutMs"?:N}` on stdin with one
+ * line of JSON on stdout (see FaultReport).
+ */
+
+import { readdirSync } from "node:fs";
+import process from "node:process";
+import { startServer } from "../../mod.ts";
+import { bunTransport } from "../../adapters/bun.ts";
+import { denoTransport } from "../../adapters/deno.ts";
+import { nodeTransport } from "../../adapters/node.ts";
+import type { PacketType, Session, SessionHandler, SessionOptions, Transport } from "../../mod.ts";
+
+/** How the child's server is started. */
+export interface FaultServerConfig {
+  transport: "node" | "deno" | "bun";
+  handler: keyof typeof handlers;
+  max: number;
+  packet?: PacketType;
+  packetSize?: number;
+  backlog?: number;
+  session?: SessionOptions;
+}
+
+/** What the child answers to `status` (and `gc`, after a full collection). */
+export interface FaultReport {
+  id: number;
+  num: number;
+  waiting: number;
+  accepted: number;
+  acceptErrors: number;
+  /** The most sessions that ran at once, from onSessionStart/onSessionEnd. */
+  peak: number;
+  started: number;
+  ended: Record<string, number>;
+  /** What onError was told, as text. */
+  errors: string[];
+  /** Unhandled rejections and uncaught exceptions seen by the process. */
+  unhandled: string[];
+  rss: number;
+  heapUsed: number;
+  external: number;
+  /** Open file descriptors (-1 where /proc/self/fd does not exist). */
+  fds: number;
+  /** Timer ticks so far: they stop when the event loop is frozen. */
+  ticks: number;
+}
+
+const CHUNK = new Uint8Array(64 * 1024).fill(0x61);
+
+/** Values a handler can throw; the "throw" handler picks one by the line it receives. */
+const thrown: Record<string, () => unknown> = {
+  undefined: () => undefined,
+  null: () => null,
+  string: () => "a string",
+  number: () => 42,
+  bigint: () => 42n,
+  symbol: () => Symbol("thrown"),
+  error: () => new Error("an error"),
+  typeerror: () => new TypeError("a type error"),
+  object: () => ({ what: "a plain object" }),
+  cyclic: () => {
+    const value: Record<string, unknown> = {};
+    value.self = value;
+    return value;
+  },
+  "throwing-getters": () =>
+    new Proxy({}, {
+      get() {
+        throw new Error("no property of mine may be read");
+      },
+      getPrototypeOf() {
+        throw new Error("no prototype either");
+      },
+      ownKeys() {
+        throw new Error("no keys either");
+      },
+      getOwnPropertyDescriptor() {
+        throw new Error("no descriptors either");
+      },
+      has() {
+        throw new Error("nothing is in me");
+      },
+    }),
+  "null-prototype": () => Object.create(null),
+  function: () => function thrown() {},
+  "rejected-thenable": () => ({ then: (_: unknown, reject: (error: unknown) => void) => reject(new Error("then")) }),
+};
+
+const handlers = {
+  echo: (async (session) => {
+    for await (const packet of session) await session.send(packet);
+  }) as SessionHandler,
+  /** Sends 64 KiB packets for as long as send() lets it; lets its error propagate. */
+  stream: (async (session) => {
+    for (;;) await session.send(CHUNK);
+  }) as SessionHandler,
+  /** Echoes until it receives a line naming a kind of value, then throws it. */
+  throw: (async (session) => {
+    for await (const packet of session) {
+      const kind = new TextDecoder().decode(packet);
+      const make = thrown[kind];
+      if (make === undefined) {
+        await session.send(packet);
+        continue;
+      }
+      if (kind === "rejected-thenable") return await (make() as Promise<void>);
+      throw make();
+    }
+  }) as SessionHandler,
+  /** Throws synchronously, before any await. */
+  throwAtOnce: ((_session: Session) => {
+    throw new Error("thrown before the first await");
+  }) as SessionHandler,
+} as const;
+
+const transports: Record<FaultServerConfig["transport"], Transport> = {
+  node: nodeTransport,
+  deno: denoTransport,
+  bun: bunTransport,
+};
+
+function describe(value: unknown): string {
+  try {
+    if (value instanceof Error) return `${value.name}: ${value.message}`;
+    return typeof value === "symbol" ? value.toString() : String(value);
+  } catch {
+    return "an undescribable value";
+  }
+}
+
+const config = JSON.parse(process.argv[process.argv.length - 1]) as FaultServerConfig;
+const unhandled: string[] = [];
+process.on("unhandledRejection", (reason) => void unhandled.push(`unhandled rejection: ${describe(reason)}`));
+process.on("uncaughtException", (error) => void unhandled.push(`uncaught exception: ${describe(error)}`));
+
+let live = 0;
+let peak = 0;
+let started = 0;
+const errors: string[] = [];
+const ended: Record<string, number> = {};
+let ticks = 0;
+setInterval(() => ticks++, 10);
+
+const server = await startServer({
+  hostname: "127.0.0.1",
+  port: 0,
+  max: config.max,
+  packet: config.packet,
+  packetSize: config.packetSize,
+  backlog: config.backlog,
+  session: config.session,
+  transport: transports[config.transport],
+  handler: handlers[config.handler],
+  onError: (error) => void errors.push(describe(error)),
+  onSessionStart: () => {
+    started++;
+    peak = Math.max(peak, ++live);
+  },
+  onSessionEnd: (_session, reason) => {
+    live--;
+    ended[reason] = (ended[reason] ?? 0) + 1;
+  },
+});
+
+function countFds(): number {
+  try {
+    return readdirSync("/proc/self/fd").length;
+  } catch {
+    return -1;
+  }
+}
+
+/** A full collection where the runtime offers one (node and deno need --expose-gc). */
+function collect(): void {
+  const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+  if (bun !== undefined) bun.gc(true);
+  else (globalThis as { gc?: () => void }).gc?.();
+}
+
+function report(id: number): FaultReport {
+  const status = server.status();
+  const memory = process.memoryUsage();
+  return {
+    id,
+    num: status.num,
+    waiting: status.waiting,
+    accepted: status.accepted,
+    acceptErrors: (status as { acceptErrors?: number }).acceptErrors ?? 0,
+    peak,
+    started,
+    ended,
+    errors,
+    unhandled,
+    rss: memory.rss,
+    heapUsed: memory.heapUsed,
+    external: memory.external,
+    fds: countFds(),
+    ticks,
+  };
+}
+
+function answer(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+let input = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", async (text: string) => {
+  input += text;
+  let newline: number;
+  while ((newline = input.indexOf("\n")) >= 0) {
+    const line = input.slice(0, newline);
+    input = input.slice(newline + 1);
+    const request = JSON.parse(line) as { id: number; command: string; timeoutMs?: number };
+    if (request.command === "gc") {
+      collect();
+      // Twice, a turn apart: finalizers of the first free more.
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      collect();
+    }
+    if (request.command === "stop") {
+      const result = await server.stop(request.timeoutMs === undefined ? undefined : { timeoutMs: request.timeoutMs });
+      answer({ ...report(request.id), stopped: result });
+      setTimeout(() => process.exit(0), 10);
+      continue;
+    }
+    answer(report(request.id));
+  }
+});
+process.stdin.on("end", () => process.exit(0));
+
+answer({ port: server.port });
