@@ -12,13 +12,15 @@ import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts
  * Why a session ended, mirroring the seed's exits:
  * - `"normal"`: the handler returned while the connection was open;
  * - `"socket_closed"`: the connection was closed (by the peer, by
- *   `session.close()` or by a stop) before the handler returned;
+ *   `session.close()` or by a stop) before the handler returned, or the
+ *   handler let `send()`'s `socket_closed` error propagate;
  * - `"socket_error"`: the connection failed, or the peer broke the framing
  *   (`packet_too_large`, `truncated_packet`), and the handler let the error
- *   from `recv()` propagate;
+ *   from `recv()`, iteration or `send()` propagate;
  * - `"timeout"`: the idle timeout fired and the handler let the error
  *   propagate;
- * - `"crash"`: the handler threw or rejected with any other error.
+ * - `"crash"`: the handler threw or rejected with an error of its own (any
+ *   error the session did not raise, whatever its code).
  *
  * @example Counting how sessions end
  * ```ts
@@ -486,8 +488,8 @@ export class Session {
    * the turn of the event loop ends), so that the answers to them leave
    * together. Once the connection can carry no more bytes (closed by either
    * side, reset, failed), it rejects with code `"socket_closed"` or
-   * `"socket_error"`; letting that error propagate ends the session with
-   * that reason, not as a crash. (A send already waiting for the peer when
+   * `"socket_error"` (`"timeout"` once the idle timeout closed it); letting
+   * that error propagate ends the session with that reason, not as a crash. (A send already waiting for the peer when
    * the connection goes resolves: its bytes were taken while it was open.) Rejects with `"packet_too_large"` when
    * the data does not fit the header.
    *

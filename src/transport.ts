@@ -207,8 +207,10 @@ export interface Listener {
   /**
    * Resolves with the next connection in arrival order, or `null` once the
    * listener is closed. The core calls it only when it can start a session,
-   * and never twice at once. Rejects only when the runtime fails to accept
-   * (e.g. out of file descriptors); the listener stays usable.
+   * and never twice at once. Rejects only when the runtime fails to accept,
+   * with the POSIX name in `code`: the core takes the next connection at once
+   * after a failure of one connection (`ECONNABORTED`, `ENOTCONN`, ...) and
+   * backs off after others (`EMFILE`, ...). The listener stays usable.
    */
   accept(): Promise<Connection | null>;
   /**
