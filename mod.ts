@@ -25,13 +25,16 @@
  * @module
  */
 
-import { bunTransport } from "./adapters/bun.ts";
-import { denoTransport } from "./adapters/deno.ts";
-import { nodeTransport } from "./adapters/node.ts";
-import { setDefaultTransport } from "./src/registry.ts";
+import { setDefaultTransport } from "./src/default_transport.ts";
 
-setDefaultTransport(
-  "Deno" in globalThis ? denoTransport : "Bun" in globalThis ? bunTransport : nodeTransport,
+// The running runtime's adapter, loaded when the first server without a
+// `transport` option starts: importing the package loads no socket API.
+setDefaultTransport(() =>
+  "Deno" in globalThis
+    ? import("./adapters/deno.ts").then((module) => module.denoTransport)
+    : "Bun" in globalThis
+    ? import("./adapters/bun.ts").then((module) => module.bunTransport)
+    : import("./adapters/node.ts").then((module) => module.nodeTransport)
 );
 
 export {
@@ -45,9 +48,9 @@ export {
 } from "./src/api.ts";
 export { SocketServerError, type SocketServerErrorCode } from "./src/errors.ts";
 export type { PacketType } from "./src/framing.ts";
-export type { RegisteredServer } from "./src/registry.ts";
 export {
   type RefusedConnection,
+  type RegisteredServer,
   type ServerOptions,
   type ServerState,
   type ServerStatus,
@@ -56,12 +59,5 @@ export {
   type StopOptions,
   type StopResult,
 } from "./src/server.ts";
-export { type RecvOptions, Session, type SessionEndReason, type SessionOptions } from "./src/session.ts";
-export type {
-  Connection,
-  ConnectionEvents,
-  Listener,
-  ListenOptions,
-  SocketAddress,
-  Transport,
-} from "./src/transport.ts";
+export type { RecvOptions, Session, SessionEndReason, SessionOptions } from "./src/session.ts";
+export type { SocketAddress } from "./src/transport.ts";

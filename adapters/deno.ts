@@ -5,7 +5,7 @@
  * The Deno adapter: pico-socket-server's transport on `Deno.listen`.
  *
  * Deno accepts only when asked, so connections the core has not asked for
- * wait in the kernel's accept backlog, un-served, exactly as the seed's did
+ * wait in the kernel's accept backlog, un-served, exactly as proc_socket_server's did
  * (`backlog` becomes Deno's `tcpBacklog`, which the kernel caps at its
  * `somaxconn`; past it Linux drops new handshakes, which peers retry);
  * `refused` and `waiting` stay `0` because the kernel neither refuses nor

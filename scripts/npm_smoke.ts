@@ -109,6 +109,9 @@ startServer({ hostname: "127.0.0.1", port: 0, max: 1, transport: nodeTransport, 
 import { nodeTransport } from "pico-socket-server/node";
 import { bunTransport } from "pico-socket-server/bun";
 import { denoTransport } from "pico-socket-server/deno";
+import type { Connection, Transport } from "pico-socket-server/transport";
+const transports: Transport[] = [nodeTransport, bunTransport, denoTransport];
+const close = (connection: Connection): void => connection.close();
 async function handler(session: Session): Promise<void> {
   const packet: Uint8Array | null = await session.recv({ timeoutMs: 1000 });
   if (packet !== null) await session.send(packet);
@@ -116,7 +119,7 @@ async function handler(session: Session): Promise<void> {
 const server = await startServer({ port: 0, max: 10, packet: "line", handler, transport: nodeTransport });
 const status: ServerStatus = await serverStatus(server);
 const code: string = new SocketServerError("x", "retrylater").code;
-console.log(status.num, code, bunTransport.name, denoTransport.name);
+console.log(status.num, code, transports.map((transport) => transport.name).join(), typeof close);
 await server.stop({ timeoutMs: 100 });
 `,
   );

@@ -80,7 +80,7 @@ const steps: Step[] = [
     command: bin("deno"),
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
-      "src/server.ts", "src/session.ts", "src/transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
+      "src/server.ts", "src/session.ts", "src/transport.ts", "src/default_transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
       "examples/chat.ts",
     ],
   },
@@ -149,7 +149,7 @@ const steps: Step[] = [
   {
     label: "JSR: deno doc --lint",
     command: bin("deno"),
-    args: ["doc", "--lint", "mod.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
+    args: ["doc", "--lint", "mod.ts", "src/transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts"],
     // Without package.json, deno doc takes node:* types from its own copy of
     // @types/node: with node_modules/@types/node it prints ~80 warnings, one
     // per `/// <reference path>` in its index.d.ts (denoland/deno#36751).

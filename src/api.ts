@@ -1,5 +1,5 @@
 /**
- * The seed's functions, `proc_socket_server`'s API in TypeScript: start a
+ * Erlang's `proc_socket_server` API in TypeScript: start a
  * server, stop it, ask its port, status and sessions by reference.
  *
  * @module
@@ -7,8 +7,9 @@
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
-import { defaultServerName, lookup, type RegisteredServer } from "./registry.ts";
+import { defaultServerName, lookup } from "./registry.ts";
 import {
+  type RegisteredServer,
   type ServerOptions,
   type ServerStatus,
   type SessionHandler,
@@ -34,14 +35,14 @@ import type { Session, SessionOptions } from "./session.ts";
 export type ServerRef = SocketServer | RegisteredServer | string | number;
 
 /**
- * Starts a server, resolving once it listens. Four forms, as the seed's
+ * Starts a server, resolving once it listens. Four forms, as proc_socket_server's
  * `start_server/3` and `start_server/4`, plus options:
  * - `startServer(port, max, handler)`
  * - `startServer(name, port, max, handler)`
  * - `startServer(port, max, handler, options)` (more options, e.g. `hostname`)
  * - `startServer(options)`
  *
- * The positional forms use packet type `0` (raw), as the seed does. Rejects
+ * The positional forms use packet type `0` (raw), as proc_socket_server does. Rejects
  * with a {@linkcode SocketServerError}: `name_in_use`, `invalid_argument`, or
  * the listen failure's code (e.g. `EADDRINUSE`), leaving nothing registered.
  *
@@ -76,7 +77,7 @@ export function startServer(
 }
 
 /**
- * Starts a server with a packet type and size, as the seed's
+ * Starts a server with a packet type and size, as proc_socket_server's
  * `start_raw_server/5` and `start_raw_server/7`:
  * - `startRawServer(port, max, handler, packetType, packetSize)`
  * - `startRawServer(name, port, max, sessionOptions, handler, packetType, packetSize)`
@@ -130,7 +131,7 @@ async function start(options: () => ServerOptions): Promise<SocketServer> {
 /**
  * Stops a server (see `SocketServer.stop`): at once, or gracefully with
  * `{ timeoutMs }`. An unknown reference resolves quietly (`{ ended: 0,
- * closed: 0 }`), as the seed's `ok`, so stopping twice is safe.
+ * closed: 0 }`), as proc_socket_server's `ok`, so stopping twice is safe.
  *
  * @param ref The server, its name, or its port.
  * @param options `timeoutMs`: let sessions drain that long before closing them.
@@ -144,7 +145,7 @@ async function start(options: () => ServerOptions): Promise<SocketServer> {
  * ```
  */
 export async function stopServer(ref: ServerRef, options?: StopOptions): Promise<StopResult> {
-  const server = typeof ref === "object" && ref !== null ? ref : lookup(nameOf(ref));
+  const server = typeof ref === "object" && ref !== null ? ref : lookup(nameOf(ref)) as RegisteredServer | undefined;
   return await server?.stop(options) ?? { ended: 0, closed: 0 };
 }
 
@@ -168,7 +169,7 @@ export async function serverPort(ref: ServerRef, timeoutMs?: number): Promise<nu
 }
 
 /**
- * A snapshot of a server's counters: at least `{ num, max }`, as the seed.
+ * A snapshot of a server's counters: at least `{ num, max }`, as proc_socket_server.
  *
  * @param ref The server, its name, or its port.
  * @param timeoutMs How long to wait for a server not yet listening.
@@ -226,7 +227,7 @@ async function find(ref: ServerRef, timeoutMs: number | undefined): Promise<Regi
   if (typeof ref === "object" && ref !== null) {
     server = ref.state === "starting" || lookup(ref.name) === ref ? ref : undefined;
   } else if (typeof ref === "string" || typeof ref === "number") {
-    server = lookup(nameOf(ref));
+    server = lookup(nameOf(ref)) as RegisteredServer | undefined;
   } else {
     throw invalidArgument("server reference", ref, "a server, a name or a port");
   }

@@ -9,7 +9,7 @@ import { contiguousCount, copyChunks, Slabs } from "./bytes.ts";
 import { invalidArgument, SocketServerError } from "./errors.ts";
 
 /**
- * How a session's byte stream is cut into packets, as the seed's
+ * How a session's byte stream is cut into packets, as proc_socket_server's
  * `{packet, N}`:
  * - `0`: raw, each chunk as it arrives;
  * - `1`, `2`, `4`: a big-endian unsigned length header of that many bytes

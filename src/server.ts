@@ -7,7 +7,8 @@
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
 import { type PacketType, validatePacketSize, validatePacketType } from "./framing.ts";
-import { defaultServerName, getDefaultTransport, register, type RegisteredServer, unregister } from "./registry.ts";
+import { defaultTransport } from "./default_transport.ts";
+import { defaultServerName, register, unregister } from "./registry.ts";
 import {
   endReason,
   requestShutdown,
@@ -20,7 +21,7 @@ import {
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
 
 /**
- * The function that owns one connection's whole protocol, like the seed's
+ * The function that owns one connection's whole protocol, like proc_socket_server's
  * `Fun(Socket)`. When it returns (or its promise settles) the session ends
  * and its connection is closed.
  *
@@ -153,7 +154,7 @@ export interface StopOptions {
   /**
    * How long running sessions may take to end by themselves after
    * `session.signal` aborts; then the rest are closed. Without it, every
-   * session is closed at once (the seed's stop).
+   * session is closed at once (proc_socket_server's stop).
    */
   timeoutMs?: number;
 }
@@ -189,7 +190,7 @@ export interface StopResult {
 export type ServerState = "starting" | "running" | "suspended" | "stopping" | "stopped";
 
 /**
- * A snapshot of a server's counters. `num` and `max` are the seed's; the
+ * A snapshot of a server's counters. `num` and `max` are proc_socket_server's; the
  * rest are additions.
  *
  * @example Reading the load
@@ -238,9 +239,12 @@ interface ResolvedServerOptions {
   handler: SessionHandler;
   packetType: PacketType;
   packetSize: number;
+  // Checked; the write bound's default is the transport's, applied once it is known.
   session: ResolvedSessionOptions;
+  /** Whether the session options set writeHighWaterMark (else the transport's applies). */
+  writeBoundGiven: boolean;
   backlog: number;
-  transport: Transport;
+  transport: Transport | undefined;
   onError: (error: unknown, session?: Session) => void;
   onSessionStart: ((session: Session) => void) | undefined;
   onSessionEnd: ((session: Session, reason: SessionEndReason, error?: unknown) => void) | undefined;
@@ -275,7 +279,10 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
   if (!isInteger(backlog, 1, Number.MAX_SAFE_INTEGER)) {
     throw invalidArgument("backlog", backlog, "an integer of 1 or more");
   }
-  const transport = options.transport ?? getDefaultTransport();
+  const transport = options.transport;
+  if (transport !== undefined && (typeof transport !== "object" || typeof transport?.listen !== "function")) {
+    throw invalidArgument("transport", transport, "an object with a listen() method");
+  }
   return {
     name,
     port,
@@ -284,7 +291,8 @@ function resolveOptions(options: ServerOptions): ResolvedServerOptions {
     handler,
     packetType: validatePacketType(options.packet ?? 0),
     packetSize: validatePacketSize(options.packetSize ?? 0),
-    session: resolveSessionOptions(options.session, transport.writeHighWaterMark),
+    session: resolveSessionOptions(options.session),
+    writeBoundGiven: options.session?.writeHighWaterMark !== undefined,
     backlog,
     transport,
     onError: options.onError ?? reportError,
@@ -343,6 +351,37 @@ function isConnectionError(error: unknown): boolean {
 }
 
 /**
+ * What the process-wide registry holds of a server: the part of
+ * `SocketServer` that the look-up functions use. Structural, so that a
+ * server started by another copy of this module (another version, or a
+ * bundled copy) is found and served as well.
+ *
+ * @example Looking at any registered server
+ * ```ts
+ * import { startServer, type RegisteredServer } from "@pico/socket-server";
+ * const server: RegisteredServer = await startServer(0, 10, () => {});
+ * console.log(server.name, server.port, server.state);
+ * await server.stop();
+ * ```
+ */
+export interface RegisteredServer {
+  /** The registered name. */
+  readonly name: string;
+  /** The port listened on. */
+  readonly port: number;
+  /** Where the server is in its life. */
+  readonly state: ServerState;
+  /** Resolves once the server listens; rejects if its listen failed. */
+  readonly listening: Promise<unknown>;
+  /** A snapshot of the server's counters. */
+  status(): ServerStatus;
+  /** The running sessions. */
+  children(): Session[];
+  /** Stops the server, at once or gracefully. */
+  stop(options?: StopOptions): Promise<StopResult>;
+}
+
+/**
  * A running server: its port and status, its sessions, and how to stop it.
  * Made by `startServer` or `startRawServer`.
  *
@@ -356,6 +395,10 @@ function isConnectionError(error: unknown): boolean {
  */
 export class SocketServer implements RegisteredServer {
   #options: ResolvedServerOptions;
+  // Known once the server listens: the transport (the option, or the
+  // runtime's default) and the session options with its write bound.
+  #transport: Transport | undefined;
+  #sessionOptions: ResolvedSessionOptions;
   #name: string;
   #listener: Listener | undefined;
   #state: ServerState = "starting";
@@ -397,6 +440,7 @@ export class SocketServer implements RegisteredServer {
    */
   constructor(options: ServerOptions) {
     this.#options = resolveOptions(options);
+    this.#sessionOptions = this.#options.session;
     this.#max = this.#options.max;
     this.#name = this.#options.name ?? "";
     // A named server is registered before it listens, so a duplicate is
@@ -410,7 +454,9 @@ export class SocketServer implements RegisteredServer {
 
   /** Binds `port` on the transport; a failure becomes a clear error. */
   async #bind(port: number): Promise<Listener> {
-    const { hostname, backlog, transport, session } = this.#options;
+    const { hostname, backlog } = this.#options;
+    const transport = this.#transport ??= await this.#loadTransport();
+    const session = this.#sessionOptions;
     try {
       return await transport.listen({
         hostname,
@@ -432,6 +478,15 @@ export class SocketServer implements RegisteredServer {
         { cause: error },
       );
     }
+  }
+
+  /** The transport given, or the runtime's; the write bound's default comes with it. */
+  async #loadTransport(): Promise<Transport> {
+    const transport = this.#options.transport ?? await defaultTransport();
+    if (transport.writeHighWaterMark !== undefined && !this.#options.writeBoundGiven) {
+      this.#sessionOptions = { ...this.#sessionOptions, writeHighWaterMark: transport.writeHighWaterMark };
+    }
+    return transport;
   }
 
   async #listen(): Promise<void> {
@@ -617,7 +672,7 @@ export class SocketServer implements RegisteredServer {
   /**
    * Stops the server and removes its name. New and waiting connections are
    * refused at once and the port can be bound again as soon as this
-   * resolves. Without options every session is closed at once (the seed's
+   * resolves. Without options every session is closed at once (proc_socket_server's
    * stop: handlers see `recv()` resolve `null`). With `timeoutMs`, it is a
    * graceful stop: every `session.signal` aborts, sessions get that long to
    * end by themselves, then the rest are closed. Calling it again returns the
@@ -740,7 +795,8 @@ export class SocketServer implements RegisteredServer {
   }
 
   #startSession(connection: Connection): void {
-    const { packetType, packetSize, session: options, handler } = this.#options;
+    const { packetType, packetSize, handler } = this.#options;
+    const options = this.#sessionOptions;
     let session: Session;
     try {
       session = new Session({ id: this.#nextSessionId++, connection, packetType, packetSize, options });

@@ -9,7 +9,7 @@ import { createDecoder, encodePacket, type PacketDecoder, type PacketSink, type 
 import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
 
 /**
- * Why a session ended, mirroring the seed's exits:
+ * Why a session ended, mirroring proc_socket_server's exits:
  * - `"normal"`: the handler returned while the connection was open;
  * - `"socket_closed"`: the connection was closed (by the peer, by
  *   `session.close()` or by a stop) before the handler returned, or the
@@ -38,7 +38,7 @@ export type SessionEndReason =
   | "crash";
 
 /**
- * Per-session settings (the seed's SpawnOpts tuned the per-session process;
+ * Per-session settings (proc_socket_server's SpawnOpts tuned the per-session process;
  * these tune the per-session socket).
  *
  * @example Closing silent sessions after a minute
@@ -49,7 +49,7 @@ export type SessionEndReason =
  */
 export interface SessionOptions {
   /**
-   * Sends small writes at once (Nagle's algorithm off), as the seed's
+   * Sends small writes at once (Nagle's algorithm off), as proc_socket_server's
    * `{nodelay, true}`.
    * @default {true}
    */
@@ -93,7 +93,7 @@ export interface SessionOptions {
    * How long bytes still queued when the session closes (a handler that
    * sends and returns) may wait for a peer that takes none of them, in
    * milliseconds; then they are dropped with the socket. They go out as long
-   * as the peer keeps taking them. `0` drops them at close. Like the seed's
+   * as the peer keeps taking them. `0` drops them at close. Like proc_socket_server's
    * `{linger, {true, Seconds}}`. (With the Node adapter on Deno or Bun,
    * whose `node:net` tells no progress within a write, a peer taking one
    * large batch of writes for longer than this counts as taking none.)

@@ -1,5 +1,7 @@
 /**
- * The contract between the runtime-neutral core and one runtime's sockets.
+ * The contract between the runtime-neutral core and one runtime's sockets,
+ * for those who write a transport (`@pico/socket-server/transport`); a
+ * server takes one as its `transport` option.
  *
  * An adapter (`adapters/deno.ts`, `adapters/bun.ts`, `adapters/node.ts`)
  * implements {@linkcode Transport} and nothing more. The core never touches a
@@ -38,7 +40,7 @@
  *
  * @example Reading a session's peer
  * ```ts
- * import type { SocketAddress } from "@pico/socket-server";
+ * import type { SocketAddress } from "@pico/socket-server/transport";
  * const peer: SocketAddress = { hostname: "127.0.0.1", port: 40112 };
  * console.log(`${peer.hostname}:${peer.port}`);
  * ```
@@ -55,7 +57,7 @@ export interface SocketAddress {
  *
  * @example Options as the core passes them
  * ```ts
- * import type { ListenOptions } from "@pico/socket-server";
+ * import type { ListenOptions } from "@pico/socket-server/transport";
  * const options: ListenOptions = {
  *   hostname: "127.0.0.1",
  *   port: 0,
@@ -95,7 +97,7 @@ export interface ListenOptions {
  *
  * @example A sink that counts bytes
  * ```ts
- * import type { ConnectionEvents } from "@pico/socket-server";
+ * import type { ConnectionEvents } from "@pico/socket-server/transport";
  * let bytes = 0;
  * const events: ConnectionEvents = {
  *   data: (chunk) => { bytes += chunk.length; },
@@ -133,7 +135,7 @@ export interface ConnectionEvents {
  *
  * @example Echoing everything on a connection
  * ```ts
- * import type { Connection } from "@pico/socket-server";
+ * import type { Connection } from "@pico/socket-server/transport";
  * function echo(connection: Connection): void {
  *   connection.start({
  *     data: (chunk) => void connection.write(chunk),
@@ -184,7 +186,7 @@ export interface Connection {
  *
  * @example Taking connections one at a time
  * ```ts
- * import type { Listener } from "@pico/socket-server";
+ * import type { Listener } from "@pico/socket-server/transport";
  * async function takeOne(listener: Listener): Promise<void> {
  *   const connection = await listener.accept();
  *   connection?.close();

@@ -7,7 +7,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as sourceApi from "../mod.ts";
-import type { ServerOptions, Session, SessionHandler, SocketServer, Transport } from "../mod.ts";
+import type { ServerOptions, Session, SessionHandler, SocketServer } from "../mod.ts";
+import type { Transport } from "../src/transport.ts";
 import { encodePacket, type PacketType } from "../src/framing.ts";
 import { concat } from "./support/bytes.ts";
 import { canBind, Client, occupyPort, sleep, until } from "./support/client.ts";

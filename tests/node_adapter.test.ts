@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type AddressInfo, Server as NetServer } from "node:net";
+import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { nodeTransport } from "../adapters/node.ts";
 import { startServer } from "../mod.ts";
@@ -49,4 +50,22 @@ test("node adapter: an accept Node fails is reported with its code, and the serv
   } finally {
     await server.stop();
   }
+});
+
+test("importing the package loads no socket API until a server needs one", {
+  timeout: 20_000,
+  skip: onNode ? false : "Node's process.moduleLoadList only",
+}, () => {
+  // A fresh process: this one has loaded node:net already.
+  const script = `
+    const loaded = () => process.moduleLoadList.includes("NativeModule net");
+    const api = await import(${JSON.stringify(new URL("../mod.ts", import.meta.url).href)});
+    const afterImport = loaded();
+    const server = await api.startServer({ hostname: "127.0.0.1", port: 0, max: 1, handler: () => {} });
+    const afterStart = loaded();
+    await server.stop();
+    console.log(JSON.stringify({ afterImport, afterStart }));
+  `;
+  const output = execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  assert.deepEqual(JSON.parse(output), { afterImport: false, afterStart: true });
 });

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { type Api, conformance } from "./conformance.ts";
-import type { Transport } from "../mod.ts";
+import type { Transport } from "../src/transport.ts";
 
 const dir = process.env.PICO_NPM_DIR ?? fileURLToPath(new URL("../npm/", import.meta.url));
 if (!existsSync(join(dir, "mod.js"))) throw new Error(`No npm build in ${dir}: run \`npm run build\` first`);

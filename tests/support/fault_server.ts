@@ -16,7 +16,8 @@ import { startServer } from "../../mod.ts";
 import { bunTransport } from "../../adapters/bun.ts";
 import { denoTransport } from "../../adapters/deno.ts";
 import { nodeTransport } from "../../adapters/node.ts";
-import type { PacketType, Session, SessionHandler, SessionOptions, Transport } from "../../mod.ts";
+import type { PacketType, Session, SessionHandler, SessionOptions } from "../../mod.ts";
+import type { Transport } from "../../src/transport.ts";
 
 /** How the child's server is started. */
 export interface FaultServerConfig {

@@ -13,6 +13,7 @@ import type {
   Transport,
 } from "../../src/transport.ts";
 import { AcceptQueue } from "../../src/accept_queue.ts";
+import { setDefaultTransport } from "../../src/default_transport.ts";
 import { concat } from "./bytes.ts";
 
 const encoder = new TextEncoder();
@@ -306,19 +307,14 @@ export class MemoryTransport implements Transport {
 }
 
 /**
- * Runs `body` with `transport` as the process's default transport (what
- * positional start forms use), restoring the previous default afterwards.
+ * Runs `body` with `transport` as the default transport (what positional
+ * start forms use), restoring the previous default afterwards.
  */
 export async function withDefaultTransport<T>(transport: Transport, body: () => Promise<T>): Promise<T> {
-  const holder = globalThis as unknown as Record<symbol, { defaultTransport?: Transport } | undefined>;
-  const key = Symbol.for("pico-socket-server.registry.v1");
-  holder[key] ??= { servers: new Map(), defaultTransport: undefined } as { defaultTransport?: Transport };
-  const registry = holder[key]!;
-  const previous = registry.defaultTransport;
-  registry.defaultTransport = transport;
+  const previous = setDefaultTransport(() => Promise.resolve(transport));
   try {
     return await body();
   } finally {
-    registry.defaultTransport = previous;
+    setDefaultTransport(previous);
   }
 }
