@@ -19,6 +19,7 @@ const unitTests = [
   "tests/framing.test.ts",
   "tests/write_window.test.ts",
   "tests/accept_queue.test.ts",
+  "tests/accept_loop.test.ts",
   "tests/stall_watch.test.ts",
 ];
 // On every runtime: the Node adapter (all three ship node:net) and the demo

@@ -6,7 +6,7 @@
  */
 
 import { contiguousCount, copyChunks, Slabs } from "./bytes.ts";
-import { invalidArgument, SocketServerError } from "./errors.ts";
+import { SocketServerError } from "./errors.ts";
 
 /**
  * How a session's byte stream is cut into packets, as proc_socket_server's
@@ -42,28 +42,6 @@ const COALESCE_LIMIT = 16 * 1024;
  * bytes is the same header.
  */
 const withHeader = new WeakMap<Uint8Array, number>();
-
-/** Checks a packet type given by a caller; throws a clear error otherwise. */
-export function validatePacketType(packetType: unknown): PacketType {
-  if (
-    packetType === 0 || packetType === 1 || packetType === 2 ||
-    packetType === 4 || packetType === "line"
-  ) {
-    return packetType;
-  }
-  throw invalidArgument("packet type", packetType, '0, 1, 2, 4 or "line"');
-}
-
-/** Checks a packet size given by a caller; throws a clear error otherwise. */
-export function validatePacketSize(packetSize: unknown): number {
-  if (
-    typeof packetSize === "number" && Number.isSafeInteger(packetSize) &&
-    packetSize >= 0
-  ) {
-    return packetSize;
-  }
-  throw invalidArgument("packet size", packetSize, "an integer of 0 or more");
-}
 
 /**
  * Cuts a byte stream into packets. `push` gives the sink each whole

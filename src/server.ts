@@ -6,14 +6,14 @@
  */
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
-import { type PacketType, validatePacketSize, validatePacketType } from "./framing.ts";
+import type { PacketType } from "./framing.ts";
+import { checkMax, type ResolvedServerOptions, resolveServerOptions, type ResolvedSessionOptions } from "./options.ts";
+import { AcceptLoop } from "./accept_loop.ts";
 import { defaultTransport } from "./default_transport.ts";
 import { defaultServerName, register, unregister } from "./registry.ts";
 import {
   endReason,
   requestShutdown,
-  type ResolvedSessionOptions,
-  resolveSessionOptions,
   Session,
   type SessionEndReason,
   type SessionOptions,
@@ -230,126 +230,6 @@ export interface ServerStatus {
   ended: Record<SessionEndReason, number>;
 }
 
-/** Checks the options of a start call and applies defaults. */
-interface ResolvedServerOptions {
-  name: string | undefined;
-  port: number;
-  hostname: string;
-  max: number;
-  handler: SessionHandler;
-  packetType: PacketType;
-  packetSize: number;
-  // Checked; the write bound's default is the transport's, applied once it is known.
-  session: ResolvedSessionOptions;
-  /** Whether the session options set writeHighWaterMark (else the transport's applies). */
-  writeBoundGiven: boolean;
-  backlog: number;
-  transport: Transport | undefined;
-  onError: (error: unknown, session?: Session) => void;
-  onSessionStart: ((session: Session) => void) | undefined;
-  onSessionEnd: ((session: Session, reason: SessionEndReason, error?: unknown) => void) | undefined;
-  onRefused: ((info: RefusedConnection) => void) | undefined;
-}
-
-function isInteger(value: unknown, min: number, max: number): value is number {
-  return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
-}
-
-function reportError(error: unknown, session?: Session): void {
-  const where = session === undefined
-    ? "failed to accept a connection"
-    : `session ${session.id} from ${session.remoteAddress.hostname}:${session.remoteAddress.port} crashed`;
-  console.error(`pico-socket-server: ${where}:`, error);
-}
-
-function resolveOptions(options: ServerOptions): ResolvedServerOptions {
-  if (typeof options !== "object" || options === null) {
-    throw invalidArgument("server options", options, "an object");
-  }
-  const { name, port = 0, hostname = "0.0.0.0", max, handler, backlog = 4096 } = options;
-  if (name !== undefined && (typeof name !== "string" || name === "")) {
-    throw invalidArgument("server name", name, "a non-empty string");
-  }
-  if (!isInteger(port, 0, 65535)) throw invalidArgument("port", port, "an integer from 0 to 65535");
-  if (typeof hostname !== "string" || hostname === "") {
-    throw invalidArgument("hostname", hostname, "a non-empty string");
-  }
-  checkMax(max);
-  if (typeof handler !== "function") throw invalidArgument("handler", handler, "a function");
-  if (!isInteger(backlog, 1, Number.MAX_SAFE_INTEGER)) {
-    throw invalidArgument("backlog", backlog, "an integer of 1 or more");
-  }
-  const transport = options.transport;
-  if (transport !== undefined && (typeof transport !== "object" || typeof transport?.listen !== "function")) {
-    throw invalidArgument("transport", transport, "an object with a listen() method");
-  }
-  return {
-    name,
-    port,
-    hostname,
-    max,
-    handler,
-    packetType: validatePacketType(options.packet ?? 0),
-    packetSize: validatePacketSize(options.packetSize ?? 0),
-    session: resolveSessionOptions(options.session),
-    writeBoundGiven: options.session?.writeHighWaterMark !== undefined,
-    backlog,
-    transport,
-    onError: options.onError ?? reportError,
-    onSessionStart: options.onSessionStart,
-    onSessionEnd: options.onSessionEnd,
-    onRefused: options.onRefused,
-  };
-}
-
-function checkMax(max: unknown): asserts max is number {
-  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalidArgument("max", max, "an integer of 1 or more");
-}
-
-/**
- * How long to wait before accepting again after the runtime failed to
- * accept for want of resources: doubling from the first to the last while
- * failures repeat.
- */
-const ACCEPT_RETRY_FIRST_MS = 50;
-const ACCEPT_RETRY_LAST_MS = 1000;
-
-/**
- * Accept failures that belong to one connection: reset or aborted while it
- * waited, refused by a firewall rule (EPERM), or a network error Linux
- * passes on from the new socket (accept(2)). The next connection is taken at
- * once. Any other failure, foremost a want of descriptors, buffers or memory
- * (EMFILE, ENFILE, ENOBUFS, ENOMEM), would recur at once: the server reports
- * it and backs off.
- */
-const CONNECTION_ERRORS = new Set([
-  "ECONNABORTED",
-  "ECONNRESET",
-  "ENOTCONN",
-  "EPROTO",
-  "EPERM",
-  "ETIMEDOUT",
-  "ENETDOWN",
-  "ENETUNREACH",
-  "EHOSTDOWN",
-  "EHOSTUNREACH",
-  "ENONET",
-  "ENOPROTOOPT",
-  "EOPNOTSUPP",
-]);
-
-/**
- * Consecutive accept failures skipped at once before one waits for a timer:
- * a transport that failed every accept at once would otherwise keep the
- * event loop in promise callbacks.
- */
-const ACCEPT_SKIPS_PER_TURN = 64;
-
-function isConnectionError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && CONNECTION_ERRORS.has(code);
-}
-
 /**
  * What the process-wide registry holds of a server: the part of
  * `SocketServer` that the look-up functions use. Structural, so that a
@@ -405,11 +285,15 @@ export class SocketServer implements RegisteredServer {
   #port = 0;
   #max: number;
   #sessions = new Set<Session>();
-  #accepting: Listener | undefined; // the listener an accept() is pending on
-  #acceptRetryMs = 0; // the last back-off's pause; 0 after a success
-  #acceptWaits = false; // a timer will accept again: nothing else does meanwhile
-  #acceptSkips = 0; // consecutive accept failures skipped at once
-  #acceptErrors = 0;
+  #acceptLoop: AcceptLoop = new AcceptLoop({
+    listener: () => (this.#state === "running" ? this.#listener : undefined),
+    hasRoom: () => this.#sessions.size < this.#max,
+    accepted: (connection, listener) => {
+      if (this.#state !== "running" || listener !== this.#listener) connection.close();
+      else this.#startSession(connection);
+    },
+    failed: (error) => this.#report(error),
+  });
   #accepted = 0;
   #refusedBefore = 0; // refusals counted by listeners already closed (suspend, stop)
   #nextSessionId = 1;
@@ -439,7 +323,7 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   constructor(options: ServerOptions) {
-    this.#options = resolveOptions(options);
+    this.#options = resolveServerOptions(options);
     this.#sessionOptions = this.#options.session;
     this.#max = this.#options.max;
     this.#name = this.#options.name ?? "";
@@ -511,7 +395,7 @@ export class SocketServer implements RegisteredServer {
       }
     }
     this.#state = "running";
-    this.#acceptNext();
+    this.#acceptLoop.next();
   }
 
   /** The name the server is registered under. */
@@ -560,7 +444,7 @@ export class SocketServer implements RegisteredServer {
       state: this.#state,
       accepted: this.#accepted,
       refused: this.#refused,
-      acceptErrors: this.#acceptErrors,
+      acceptErrors: this.#acceptLoop.connectionErrors,
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
@@ -599,7 +483,7 @@ export class SocketServer implements RegisteredServer {
   setMax(max: number): void {
     checkMax(max);
     this.#max = max;
-    this.#acceptNext();
+    this.#acceptLoop.next();
   }
 
   /**
@@ -661,7 +545,7 @@ export class SocketServer implements RegisteredServer {
       }
       this.#listener = listener;
       this.#state = "running";
-      this.#acceptNext();
+      this.#acceptLoop.next();
     }, (error) => {
       this.#resuming = undefined;
       throw error;
@@ -739,61 +623,6 @@ export class SocketServer implements RegisteredServer {
     }
   }
 
-  /** Takes the next connection if a session slot is free and none is being taken. */
-  #acceptNext(): void {
-    if (
-      this.#accepting !== undefined || this.#acceptWaits || this.#state !== "running" ||
-      this.#sessions.size >= this.#max
-    ) return;
-    const listener = this.#listener!;
-    this.#accepting = listener;
-    listener.accept().then(this.#onAccepted, this.#onAcceptFailed);
-  }
-
-  // The accept callbacks, made once per server rather than once per
-  // connection: `#accepting` tells which listener the connection came from.
-  #onAccepted = (connection: Connection | null): void => {
-    const listener = this.#accepting;
-    this.#accepting = undefined;
-    this.#acceptRetryMs = 0;
-    this.#acceptSkips = 0;
-    if (connection === null) {
-      // A listener closed by suspend(); resume() may have opened another.
-      this.#acceptNext();
-      return;
-    }
-    if (this.#state !== "running" || listener !== this.#listener) {
-      connection.close();
-      return;
-    }
-    this.#startSession(connection);
-    this.#acceptNext();
-  };
-
-  #onAcceptFailed = (error: unknown): void => {
-    this.#accepting = undefined;
-    if (isConnectionError(error)) {
-      // One connection lost before it was accepted: take the next at once.
-      this.#acceptErrors++;
-      if (++this.#acceptSkips % ACCEPT_SKIPS_PER_TURN !== 0) this.#acceptNext();
-      else this.#acceptAfter(0);
-      return;
-    }
-    // Out of a resource (e.g. file descriptors): say so, and try again after
-    // a pause that grows while failures repeat, rather than spin.
-    this.#report(error);
-    this.#acceptRetryMs = Math.min(ACCEPT_RETRY_LAST_MS, Math.max(ACCEPT_RETRY_FIRST_MS, this.#acceptRetryMs * 2));
-    this.#acceptAfter(this.#acceptRetryMs);
-  };
-
-  #acceptAfter(delayMs: number): void {
-    this.#acceptWaits = true;
-    setTimeout(() => {
-      this.#acceptWaits = false;
-      this.#acceptNext();
-    }, delayMs);
-  }
-
   #startSession(connection: Connection): void {
     const { packetType, packetSize, handler } = this.#options;
     const options = this.#sessionOptions;
@@ -837,7 +666,7 @@ export class SocketServer implements RegisteredServer {
       this.#safely(() => (failed ? onSessionEnd(session, reason, error) : onSessionEnd(session, reason)));
     }
     if (this.#sessions.size === 0) this.#drained?.();
-    this.#acceptNext();
+    this.#acceptLoop.next();
   }
 
   #report(error: unknown, session?: Session): void {

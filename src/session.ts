@@ -6,6 +6,7 @@
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
 import { createDecoder, encodePacket, type PacketDecoder, type PacketSink, type PacketType } from "./framing.ts";
+import type { ResolvedSessionOptions } from "./options.ts";
 import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
 
 /**
@@ -100,45 +101,6 @@ export interface SessionOptions {
    * @default {5000}
    */
   lingerMs?: number;
-}
-
-/** The settings a session runs with, defaults applied. */
-export interface ResolvedSessionOptions {
-  noDelay: boolean;
-  keepAlive: boolean;
-  keepAliveDelayMs: number;
-  idleTimeoutMs: number;
-  readHighWaterMark: number;
-  writeHighWaterMark: number;
-  lingerMs: number;
-}
-
-/**
- * Applies defaults to caller's session options and checks them; the write
- * bound's default is the transport's when it has one.
- */
-export function resolveSessionOptions(
-  options: SessionOptions = {},
-  writeHighWaterMark: number = 64 * 1024,
-): ResolvedSessionOptions {
-  const resolved: ResolvedSessionOptions = {
-    noDelay: options.noDelay ?? true,
-    keepAlive: options.keepAlive ?? false,
-    keepAliveDelayMs: options.keepAliveDelayMs ?? 60_000,
-    idleTimeoutMs: options.idleTimeoutMs ?? 0,
-    readHighWaterMark: options.readHighWaterMark ?? 256 * 1024,
-    writeHighWaterMark: options.writeHighWaterMark ?? writeHighWaterMark,
-    lingerMs: options.lingerMs ?? 5_000,
-  };
-  for (
-    const key of ["keepAliveDelayMs", "idleTimeoutMs", "readHighWaterMark", "writeHighWaterMark", "lingerMs"] as const
-  ) {
-    const value = resolved[key];
-    if (!(typeof value === "number" && value >= 0 && Number.isFinite(value))) {
-      throw invalidArgument(`session option ${key}`, value, "a number of 0 or more");
-    }
-  }
-  return resolved;
 }
 
 /** What a session needs from the server that runs it. */

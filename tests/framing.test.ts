@@ -10,9 +10,8 @@ import {
   createDecoder,
   encodePacket,
   type PacketType,
-  validatePacketSize,
-  validatePacketType,
 } from "../src/framing.ts";
+import { validatePacketSize, validatePacketType } from "../src/options.ts";
 import { concat } from "./support/bytes.ts";
 
 // ---------------------------------------------------------------------------
