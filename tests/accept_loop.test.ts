@@ -41,6 +41,25 @@ function failingListener(codes: string[]): Listener & { calls: number } {
   return listener;
 }
 
+/** A loop over `listener` that takes one connection and reports failures, on fake timers. */
+function loopOver(listener: Listener): {
+  loop: AcceptLoop;
+  timers: FakeTimers;
+  reported: unknown[];
+  accepted: Connection[];
+} {
+  const timers = new FakeTimers();
+  const reported: unknown[] = [];
+  const accepted: Connection[] = [];
+  const loop = new AcceptLoop({
+    listener: () => listener,
+    hasRoom: () => accepted.length === 0,
+    accepted: (connection) => accepted.push(connection),
+    failed: (error) => reported.push(error),
+  }, timers);
+  return { loop, timers, reported, accepted };
+}
+
 /** Lets promise callbacks run (no timers involved). */
 async function drain(): Promise<void> {
   for (let i = 0; i < 2000; i++) await null;
@@ -49,15 +68,7 @@ async function drain(): Promise<void> {
 describe("the accept loop", () => {
   test("backs off on a want of resources: 50 ms doubling to 1 s, no accept before its timer", async () => {
     const listener = failingListener(Array(7).fill("EMFILE"));
-    const timers = new FakeTimers();
-    const reported: unknown[] = [];
-    const accepted: Connection[] = [];
-    const loop = new AcceptLoop({
-      listener: () => listener,
-      hasRoom: () => accepted.length === 0,
-      accepted: (connection) => accepted.push(connection),
-      failed: (error) => reported.push(error),
-    }, timers);
+    const { loop, timers, reported, accepted } = loopOver(listener);
     loop.next();
     for (let failure = 1; failure <= 7; failure++) {
       await drain();
@@ -78,15 +89,7 @@ describe("the accept loop", () => {
   test("skips a failure of one connection at once, unreported, yielding to a timer now and then", async () => {
     const count = ACCEPT_SKIPS_PER_TURN * 2 + 5;
     const listener = failingListener(Array(count).fill("ENOTCONN"));
-    const timers = new FakeTimers();
-    const reported: unknown[] = [];
-    const accepted: Connection[] = [];
-    const loop = new AcceptLoop({
-      listener: () => listener,
-      hasRoom: () => accepted.length === 0,
-      accepted: (connection) => accepted.push(connection),
-      failed: (error) => reported.push(error),
-    }, timers);
+    const { loop, timers, reported, accepted } = loopOver(listener);
     loop.next();
     while (accepted.length === 0) {
       await drain();
