@@ -26,10 +26,7 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
-import { createServer, type Server, Socket } from "node:net";
-import process from "node:process";
-import { getSystemErrorName } from "node:util";
+import { createServer, type Server, type Socket } from "node:net";
 import type {
   Connection,
   ConnectionEvents,
@@ -39,11 +36,11 @@ import type {
   Transport,
 } from "../src/transport.ts";
 import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
-import { Slabs } from "../src/bytes.ts";
 import { DrainSignal } from "../src/drain_signal.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { StallWatch } from "../src/stall_watch.ts";
 import { type Batched, WriteWindow } from "../src/write_window.ts";
+import { acceptWithOwnReads, peerAddress, type ReadTarget, readInto, unsentBytes } from "./node_handles.ts";
 
 // A connection's second and later writes in a turn leave together, in one
 // writev, when the turn ends; so do writes made while the session has more
@@ -65,12 +62,6 @@ function onSocketEnd(this: OwnedSocket): void {
 function onSocketData(this: OwnedSocket, chunk: Uint8Array): void {
   this[CONNECTION]?.onData(chunk);
 }
-// Pausing is the connection's business (pause() stops reading): Node need
-// not stop after a read.
-function onSocketRead(this: OwnedSocket, length: number): boolean {
-  this[CONNECTION]?.onRead(length);
-  return true;
-}
 function onSocketClose(this: OwnedSocket): void {
   this[CONNECTION]?.onClose();
 }
@@ -78,95 +69,7 @@ function onSocketDrain(this: OwnedSocket): void {
   this[CONNECTION]?.onDrain();
 }
 
-/**
- * What a socket still has to send, going down as it goes out: writableLength
- * counts a write until all of it is out, so Node's handle also tells how
- * much of the writes under way the kernel has not taken yet. (Deno's and
- * Bun's node:net have no such count: there a write shows progress once it
- * is all out.)
- */
-function queuedBytes(socket: Socket): number {
-  const handle = (socket as { _handle?: { writeQueueSize?: unknown } })._handle;
-  const unsent = typeof handle?.writeQueueSize === "number" ? handle.writeQueueSize : 0;
-  return socket.writableLength + unsent;
-}
-
-// Filled by a socket handle's getpeername(), then copied: asking the socket
-// itself (socket.remoteAddress) would keep Node's own copy on every socket.
-const peerName: { address?: unknown; port?: unknown } = {};
-
-/** The peer's address, asked of the socket's handle once, at accept. */
-function peerAddress(socket: Socket): SocketAddress {
-  const handle = (socket as { _handle?: { getpeername?: (out: object) => number } })._handle;
-  if (typeof handle?.getpeername === "function") {
-    peerName.address = peerName.port = undefined;
-    if (handle.getpeername(peerName) === 0 && typeof peerName.address === "string" && typeof peerName.port === "number") {
-      return { hostname: peerName.address, port: peerName.port };
-    }
-  }
-  return { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-}
-
-// Reads. Where Node lets us (see acceptIntoReadBuffer), a connection reads
-// into a buffer we give it (Node's `onread`), not into a new 64 KiB buffer
-// each time, then shrunk, as Node's own reads do:
-// - by default into one buffer shared by all connections, from which each
-//   read is copied at once, into shared slabs;
-// - once a read fills its buffer (a bulk transfer: more is waiting), into a
-//   bulk buffer of the connection's own, window after window, each read
-//   right behind the one before and handed on as a view, without a copy; a
-//   packet cut between reads still lies whole in one buffer, so the decoder
-//   hands it on as a view too instead of joining it.
-// When the kernel has no more for it (a read that does not fill its window,
-// or libuv's next read finds nothing), the connection goes back to the
-// shared buffer, unless its last chunk ended inside a packet (whose start
-// keeps the bulk buffer anyway): an idle connection holds no buffer.
-// Bulk buffers are not zero-filled (Buffer.allocUnsafeSlow): every byte of a
-// chunk is one that was read into it, though the rest of its buffer, reached
-// through `chunk.buffer`, may hold old memory of the process.
-const READ_SIZE = 64 * 1024;
-const BULK_SIZE = 1024 * 1024;
-const readBuffer = new Uint8Array(READ_SIZE);
-const readSlabs = new Slabs(64 * 1024, 8 * 1024);
-
-// Node asks for a socket's next read buffer right after each read callback,
-// without telling which socket: the connection that took the read leaves its
-// choice here.
-let nextBuffer: Uint8Array = readBuffer;
-function nextReadBuffer(): Uint8Array {
-  const next = nextBuffer;
-  nextBuffer = readBuffer;
-  return next;
-}
-
-/** `rest` of a bulk buffer as the next read window, or a new bulk buffer. */
-function bulkWindow(rest: Uint8Array | undefined): Uint8Array {
-  if (rest === undefined || rest.length < READ_SIZE) {
-    return new Uint8Array(Buffer.allocUnsafeSlow(BULK_SIZE).buffer, 0, READ_SIZE);
-  }
-  return rest.subarray(0, READ_SIZE);
-}
-
-// A socket's handle, whose onread Node calls for every read libuv makes,
-// also those that find nothing (and end of stream, and errors), which the
-// socket does not pass on; ours (onHandleRead) wraps Node's to see them.
-interface ReadHandle {
-  onread?: unknown;
-  [CONNECTION]?: NodeConnection;
-}
-let nodeOnRead: ((this: ReadHandle, arrayBuffer: unknown) => unknown) | undefined;
-let reads = 0; // reads delivered so far (a read that found nothing adds none)
-
-function onHandleRead(this: ReadHandle, arrayBuffer: unknown): unknown {
-  const before = reads;
-  const next = nodeOnRead!.call(this, arrayBuffer);
-  // What Node returns is the buffer for the next read (undefined: the same).
-  if (reads === before) return this[CONNECTION]?.caughtUp() ?? next;
-  return next;
-}
-
-class NodeConnection implements Connection, Batched {
-
+class NodeConnection implements Connection, Batched, ReadTarget {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #socket: OwnedSocket;
@@ -184,28 +87,20 @@ class NodeConnection implements Connection, Batched {
   #lastWriteTurn = -1;
   #options: ListenOptions; // the listener's, shared by its connections
   #stall: StallWatch | undefined; // closing with bytes queued
-  #readsIntoBuffer: boolean; // reads arrive by onRead(), not as 'data' events
-  #window: Uint8Array = readBuffer; // where the next read goes
-  #midPacket = false; // the last chunk ended inside a packet
 
   /**
    * @param local This side's address when the listener's tells it (bound to
    * one address, the accepted socket has that address and port), which saves
    * a getsockname call per connection, and is one frozen object shared by
    * the listener's connections; otherwise it is asked of the socket.
-   * @param readsIntoBuffer The socket reads into readBuffer (onread).
+   * @param ownReads The socket was made to read into our buffers
+   * (acceptWithOwnReads).
    */
-  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined, readsIntoBuffer: boolean) {
+  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined, ownReads: boolean) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
     this.#options = options;
-    this.#readsIntoBuffer = readsIntoBuffer;
-    if (readsIntoBuffer) {
-      const handle = (socket as { _handle?: ReadHandle })._handle!;
-      handle[CONNECTION] = this;
-      nodeOnRead ??= handle.onread as typeof nodeOnRead;
-      handle.onread = onHandleRead;
-    }
+    if (ownReads) readInto(socket, this);
     this.remoteAddress = peerAddress(socket);
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     owned[CONNECTION] = this;
@@ -233,7 +128,8 @@ class NodeConnection implements Connection, Batched {
       return;
     }
     const socket = this.#socket;
-    if (!this.#readsIntoBuffer) socket.on("data", onSocketData);
+    // Also on a socket that reads into our buffers: it emits no 'data' then.
+    socket.on("data", onSocketData);
     if (this.#earlyEnd) events.end();
     socket.resume();
   }
@@ -244,42 +140,9 @@ class NodeConnection implements Connection, Batched {
     if (!this.#closed) this.#events?.data(chunk);
   }
 
-  /** `length` bytes were read into this connection's window. */
-  onRead(length: number): void {
-    reads++;
-    const window = this.#window;
-    let chunk: Uint8Array;
-    if (window !== readBuffer) {
-      chunk = window.subarray(0, length);
-    } else if (length < READ_SIZE) {
-      chunk = readSlabs.cut(length);
-      chunk.set(readBuffer.subarray(0, length));
-    } else {
-      chunk = bulkWindow(undefined);
-      chunk.set(readBuffer);
-    }
-    const events = this.#events;
-    const midPacket = !this.#closed && events !== undefined && events.data(chunk) === true;
-    this.#midPacket = midPacket;
-    // The next read goes right behind this one while more is waiting (this
-    // read filled its window) or a packet goes on into it.
-    let next: Uint8Array = readBuffer;
-    if (length === window.length || (midPacket && window !== readBuffer)) {
-      const end = chunk.byteOffset + length;
-      next = bulkWindow(new Uint8Array(chunk.buffer, end, chunk.buffer.byteLength - end));
-    }
-    nextBuffer = this.#window = next;
-  }
-
-  /**
-   * A read found nothing more (or the stream ended): back to the shared
-   * buffer unless a packet goes on in this one (whose start keeps it
-   * anyway). Returns the buffer for Node to read into next, or undefined to
-   * keep the one it has.
-   */
-  caughtUp(): Uint8Array | undefined {
-    if (this.#window === readBuffer || this.#midPacket) return undefined;
-    return this.#window = readBuffer;
+  /** A read into our buffers (acceptWithOwnReads); returns whether it ended inside a packet. */
+  readChunk(chunk: Uint8Array): boolean {
+    return !this.#closed && this.#events?.data(chunk) === true;
   }
 
   onEnd(): void {
@@ -441,7 +304,7 @@ class NodeConnection implements Connection, Batched {
     // Let bytes already written reach the peer, as long as it keeps taking
     // them.
     socket.end(() => socket.destroy());
-    this.#stall = new StallWatch(() => queuedBytes(socket), () => socket.destroy(), this.#options.lingerMs);
+    this.#stall = new StallWatch(() => unsentBytes(socket), () => socket.destroy(), this.#options.lingerMs);
   }
 
 }
@@ -453,7 +316,7 @@ class NodeListener implements Listener {
   #acceptedLocal: SocketAddress | undefined;
   #queue: AcceptQueue<NodeConnection>;
   #closed: Promise<void> | undefined;
-  #readsIntoBuffer: boolean;
+  #ownReads: boolean;
 
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
     this.#server = server;
@@ -461,10 +324,11 @@ class NodeListener implements Listener {
     this.#acceptedLocal = acceptedLocalAddress(localAddress);
     this.#options = options;
     this.#queue = new AcceptQueue(options);
-    this.#readsIntoBuffer = acceptIntoReadBuffer(server, this);
-    if (!this.#readsIntoBuffer) server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    const fail = (error: Error) => this.#queue.fail(error);
+    this.#ownReads = acceptWithOwnReads(server, options.writeHighWaterMark, (socket) => this.#onConnection(socket), fail);
+    if (!this.#ownReads) server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
-    server.on("error", (error: Error) => this.#queue.fail(error));
+    server.on("error", fail);
   }
 
   get refused(): number {
@@ -490,66 +354,13 @@ class NodeListener implements Listener {
     return this.#closed;
   }
 
-  /** Node accepted a connection, or failed to (`status` < 0). */
-  onHandle(status: number, clientHandle: unknown): void {
-    if (status < 0 || clientHandle == null) {
-      const code = status < 0 ? getSystemErrorName(status) : "EINVAL";
-      const error = Object.assign(new Error(`accept ${code}`), { errno: status, code, syscall: "accept" });
-      this.#server.emit("error", error);
-      return;
-    }
-    const highWaterMark = this.#options.writeHighWaterMark;
-    // As Node's own onconnection makes it, but reading into readBuffer.
-    const socket = new Socket({
-      handle: clientHandle,
-      allowHalfOpen: true,
-      pauseOnCreate: true,
-      readable: true,
-      writable: true,
-      readableHighWaterMark: highWaterMark,
-      writableHighWaterMark: highWaterMark,
-      onread: { buffer: nextReadBuffer, callback: onSocketRead },
-    } as unknown as ConstructorParameters<typeof Socket>[0]);
-    this.#onConnection(socket);
-  }
-
   #onConnection(socket: Socket): void {
     if (this.#queue.closed) {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal, this.#readsIntoBuffer));
+    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal, this.#ownReads));
   }
-}
-
-const NODE_ITSELF = process.versions.deno === undefined && process.versions.bun === undefined;
-
-// The listening socket's handle: Node calls its onconnection with each
-// connection it accepts (the listener it serves, our own property).
-const LISTENER = Symbol("pico-socket-server listener");
-interface ServerHandle {
-  onconnection?: unknown;
-  [LISTENER]?: NodeListener;
-}
-
-function onHandleConnection(this: ServerHandle, status: number, clientHandle: unknown): void {
-  this[LISTENER]?.onHandle(status, clientHandle);
-}
-
-/**
- * Makes the server's accepted sockets read into buffers we give them (see
- * Reads, above): Node's own onconnection makes each socket without the
- * `onread` option, so the listening handle's is replaced by one that makes
- * them with it. Under Deno's and Bun's node:net (whose handles have an
- * onconnection too, but not Node's sockets behind it) the server keeps its
- * own, and its sockets emit 'data' as usual.
- */
-function acceptIntoReadBuffer(server: Server, listener: NodeListener): boolean {
-  const handle = (server as { _handle?: ServerHandle })._handle;
-  if (!NODE_ITSELF || typeof handle?.onconnection !== "function") return false;
-  handle[LISTENER] = listener;
-  handle.onconnection = onHandleConnection;
-  return true;
 }
 
 function listen(options: ListenOptions): Promise<Listener> {

@@ -92,6 +92,13 @@ const steps: Step[] = [
     count: nodeCount,
   },
   {
+    label: "node: the node adapter on its plain path (PICO_NODE_PLAIN_READS=1: no private handles for reads)",
+    command: bin("node"),
+    args: ["--test", "--test-reporter=spec", "tests/node_adapter.test.ts"],
+    env: { PICO_NODE_PLAIN_READS: "1" },
+    count: nodeCount,
+  },
+  {
     label: "deno: unit tests, the deno adapter and the node adapter",
     command: bin("deno"),
     args: ["test", "-A", ...unitTests, "tests/deno_adapter.test.ts", ...everywhere],

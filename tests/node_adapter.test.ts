@@ -52,6 +52,24 @@ test("node adapter: an accept Node fails is reported with its code, and the serv
   }
 });
 
+test("node adapter: reads go into the adapter's own buffers on Node, unless PICO_NODE_PLAIN_READS=1", {
+  timeout: 20_000,
+  skip: onNode ? false : "Node's own sockets only",
+}, async () => {
+  const server = await startServer({ hostname: "127.0.0.1", port: 0, max: 1, transport: nodeTransport, handler: () => {} });
+  try {
+    const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+    const listening = handles.find((handle): handle is NetServer =>
+      handle instanceof NetServer && (handle.address() as AddressInfo | null)?.port === server.port
+    ) as (NetServer & { _handle: { onconnection: { name: string } } }) | undefined;
+    assert.ok(listening, "the server's listening socket");
+    const plain = process.env.PICO_NODE_PLAIN_READS === "1";
+    assert.equal(listening._handle.onconnection.name, plain ? "onconnection" : "onHandleConnection");
+  } finally {
+    await server.stop();
+  }
+});
+
 test("importing the package loads no socket API until a server needs one", {
   timeout: 20_000,
   skip: onNode ? false : "Node's process.moduleLoadList only",
