@@ -5,15 +5,14 @@
  * The Deno adapter: pico-socket-server's transport on `Deno.listen`.
  *
  * Deno accepts only when asked, so connections the core has not asked for
- * wait in the kernel's accept backlog, un-served, exactly as proc_socket_server's did
- * (`backlog` becomes Deno's `tcpBacklog`, which the kernel caps at its
+ * wait in the kernel's accept backlog, un-served, exactly as proc_socket_server's
+ * did (`backlog` becomes Deno's `tcpBacklog`, which the kernel caps at its
  * `somaxconn`; past it Linux drops new handshakes, which peers retry);
  * `refused` and `waiting` stay `0` because the kernel neither refuses nor
  * counts them for us. Reads go straight from `conn.read()` into buffers
- * handed to the core (no Web Streams); writes go through a queue because
- * `conn.write()` is asynchronous and may write part of a buffer. `close()`
- * first sends what was already written, unless the peer takes none of it for
- * 5 seconds.
+ * handed to the core (no Web Streams). The core's connection machine
+ * (src/connection.ts) keeps the write queue, one `conn.write()` under way at
+ * a time; this file only maps Deno's connection onto it.
  *
  * @example Serving with the Deno adapter explicitly
  * ```ts
@@ -35,16 +34,15 @@
 
 import type {
   Connection,
-  ConnectionEvents,
   ListenOptions,
   Listener,
   SocketAddress,
+  SocketEvents,
   Transport,
+  TransportSocket,
 } from "../src/transport.ts";
-import { DrainSignal } from "../src/drain_signal.ts";
+import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { StallWatch } from "../src/stall_watch.ts";
-import { type Batched, joinHead, mergeAdjacent, WriteWindow } from "../src/write_window.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
@@ -108,120 +106,53 @@ const READ_SIZE_FIRST = 4 * 1024;
 // one read, handed on as a view instead of being joined from two reads.
 const READ_SIZE_MAX = 256 * 1024;
 const READ_ROOM_MIN = 1024;
-// Queued chunks are joined into writes of up to this size: one op (and, with
-// TCP_NODELAY, one segment) for a packet's header and body, or for the many
-// small packets a handler sends in one turn.
-const WRITE_JOIN_MAX = 64 * 1024;
-const SMALL_HEAD = 64;
-// Joins of JOIN_BUFFER_MIN bytes or more (a packet's header and a large
-// body, or a turn's many answers) are made in a join buffer the connection
-// keeps while its queue is not empty, so a connection streaming to a slow
-// peer reuses one instead of leaving a new one behind each write for the
-// collector. Emptied queues give theirs back to a small pool.
-const JOIN_BUFFER_MIN = 4 * 1024;
-const JOIN_BUFFER_SIZE = WRITE_JOIN_MAX + SMALL_HEAD;
-const JOIN_POOL_MAX = 16;
-const joinPool: Uint8Array[] = [];
-// Writes wait while the session says more are coming (its handler has
-// received packets it has not taken yet): what it answers to the packets of
-// one read then leaves in one write op, as they came in. Deno's writes often
-// complete at once, so a write loop started at the first answer would take
-// the answers one by one. They go once the handler has caught up, or the
-// queue passes the write bound, or the turn ends. Otherwise a connection's
-// first write in a turn starts the write loop at once; later small ones in
-// the same turn wait for its end and leave joined, in one write op. Large
-// ones (WRITE_JOIN_MAX or more) would not be joined, so they do not wait:
-// holding them until the turn's end cost relayed 64 KiB chunks a fifth of
-// their speed.
-const writeWindow = new WriteWindow(setImmediate);
-
-class DenoConnection implements Connection, Batched {
+/** A Deno connection's verbs, as the core's connection machine uses them. */
+class DenoSocketVerbs implements TransportSocket {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   #conn: DenoTcpConn;
-  #events: ConnectionEvents | undefined;
-  #closed = false; // close() was called, or the connection failed: no more events
+  #sink: SocketEvents | undefined;
+  #reading = false; // the core wants reads
+  #looping = false; // the read loop runs (a read may be pending)
   #released = false; // Deno's resource is closed
-  #failure: Error | undefined; // a write failure before start(), reported by it
-  #paused = false;
-  #reading = false; // the read loop runs (a read may be pending)
-  #ended = false;
-  #held: Uint8Array | undefined; // read after pause(): delivered on resume()
   #readBuffer: Uint8Array = new Uint8Array(0);
   #readSize = READ_SIZE_FIRST;
-  #queue: Uint8Array[] = [];
-  #queuedBytes = 0;
-  #writing = false; // the write loop runs (or is about to)
-  #lastWriteTurn = -1;
-  #writeHeld = false; // writes wait (for the turn's end, or for the session)
-  #heldForSession = false; // they wait because the session said more are coming
-  #options: ListenOptions; // the listener's, shared by its connections
-  #drain = new DrainSignal();
-  #stall: StallWatch | undefined; // closing with bytes queued
-  #joinBuffer: Uint8Array | undefined; // held while the queue is not empty
 
-  constructor(conn: DenoTcpConn, options: ListenOptions) {
+  constructor(conn: DenoTcpConn) {
     this.#conn = conn;
-    this.#options = options;
     this.remoteAddress = { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
     this.localAddress = { hostname: conn.localAddr.hostname, port: conn.localAddr.port };
   }
 
-  start(events: ConnectionEvents): void {
-    if (this.#events !== undefined) return;
-    this.#events = events;
-    const failure = this.#failure;
-    if (failure !== undefined) {
-      this.#failure = undefined;
-      events.error(failure);
-      return;
-    }
-    if (!this.#closed) this.#read(events);
+  /** Where the socket's events go; set once, before any read. */
+  attach(sink: SocketEvents): void {
+    this.#sink = sink;
   }
 
-  pause(): void {
-    this.#paused = true;
+  setReading(on: boolean): void {
+    this.#reading = on;
+    if (on && !this.#looping && !this.#released) this.#read(this.#sink!);
   }
 
-  resume(): void {
-    if (!this.#paused) return;
-    this.#paused = false;
-    const events = this.#events;
-    if (events !== undefined && !this.#reading && !this.#closed && !this.#ended) this.#read(events);
-  }
-
-  /** The read loop: one read at a time, only while started and not paused. */
-  async #read(events: ConnectionEvents): Promise<void> {
-    this.#reading = true;
+  /** The read loop: one read at a time while the core wants reads. */
+  async #read(sink: SocketEvents): Promise<void> {
+    this.#looping = true;
+    const conn = this.#conn;
     try {
-      const held = this.#held;
-      if (held !== undefined) {
-        this.#held = undefined;
-        // Delivered on a later microtask, not inside the core's resume() call.
-        await null;
-        if (this.#closed) return;
-        if (this.#paused) {
-          this.#held = held;
-          return;
-        }
-        events.data(held);
-      }
-      const conn = this.#conn;
-      while (!this.#closed && !this.#paused) {
+      while (this.#reading && !this.#released) {
         let buffer = this.#readBuffer;
         if (buffer.length < READ_ROOM_MIN) buffer = new Uint8Array(this.#readSize);
         let read: number | null;
         try {
           read = await conn.read(buffer);
         } catch (error) {
-          // A read cut short by our own close() (Interrupted) is no error.
-          if (!this.#closed) this.#fail(error);
+          // A read cut short by our own close (Interrupted) is no error.
+          if (!this.#released) sink.error(withCode(error));
           return;
         }
-        if (this.#closed) return;
+        if (this.#released) return;
         if (read === null) {
-          this.#ended = true;
-          events.end();
+          sink.end();
           return;
         }
         if (read === buffer.length) {
@@ -230,125 +161,40 @@ class DenoConnection implements Connection, Batched {
           this.#readSize >>>= 1;
         }
         this.#readBuffer = buffer.subarray(read);
-        if (read === 0) continue;
-        const chunk = buffer.subarray(0, read);
-        if (this.#paused) {
-          // Paused while this read was pending: no data until resume().
-          this.#held = chunk;
-          return;
-        }
-        events.data(chunk);
+        // A read that completes after the core stopped reading is held there.
+        if (read > 0) sink.data(buffer.subarray(0, read));
       }
     } finally {
-      this.#reading = false;
+      this.#looping = false;
     }
   }
 
-  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
-    if (this.#closed) return undefined;
-    if (data.length > 0) {
-      this.#queue.push(data);
-      this.#queuedBytes += data.length;
-    }
-    if (more !== undefined && more.length > 0) {
-      this.#queue.push(more);
-      this.#queuedBytes += more.length;
-    }
-    const turn = writeWindow.turn();
-    const first = this.#lastWriteTurn !== turn;
-    this.#lastWriteTurn = turn;
-    // Even a small write is only queued (conn.write is asynchronous); the
-    // bound is on what waits in the queue.
-    const over = this.#queuedBytes > this.#options.writeHighWaterMark;
-    if (moreToCome && !over) {
-      this.#heldForSession = true;
-      this.#hold();
-    } else if (
-      first || over || this.#heldForSession || data.length + (more?.length ?? 0) >= WRITE_JOIN_MAX
-    ) {
-      this.flushBatch();
-    } else {
-      this.#hold();
-    }
-    return over ? this.#drain.wait() : undefined;
+  // conn.write() is asynchronous and may write part of a buffer.
+  write(data: Uint8Array): number | Promise<number> {
+    if (this.#released) return -1;
+    return this.#conn.write(data).catch((error) => {
+      // Interrupted by our own close, or a peer gone: EPIPE, ECONNRESET.
+      if (!this.#released) this.#sink!.error(withCode(error));
+      return -1;
+    });
   }
 
-  /** Holds the queue (the write loop stops) until flushed, at the latest when the turn ends. */
-  #hold(): void {
-    if (this.#writeHeld) return;
-    this.#writeHeld = true;
-    writeWindow.hold(this);
+  buffered(): number {
+    return 0;
   }
 
-  /** Writes what was held back: the turn ended, or the session caught up. */
-  flushBatch(): void {
-    this.#heldForSession = false;
-    this.#writeHeld = false;
-    this.#startFlush();
+  unsent(): number {
+    return 0;
   }
 
-  #startFlush(): void {
-    if (this.#writing || this.#queuedBytes === 0 || this.#released) return;
-    this.#writing = true;
-    this.#flush();
+  // Deno's close() sends what was written, then FIN.
+  end(): void {
+    this.#release();
   }
 
-  /** The write loop: writes the queue out, one conn.write at a time. */
-  async #flush(): Promise<void> {
-    const conn = this.#conn;
-    const queue = this.#queue;
-    while (queue.length > 0 && !this.#released && !(this.#writeHeld && !this.#closed)) {
-      // Packets relayed from one received chunk go back out as one view.
-      if (queue.length > 1) mergeAdjacent(queue);
-      // The rest of a partly written join is written as it is: joining it
-      // again would copy the join buffer onto itself.
-      const chunk = queue.length > 1 && queue[0].length < WRITE_JOIN_MAX && queue[0].buffer !== this.#joinBuffer?.buffer
-        ? this.#join()
-        : queue[0];
-      let written: number;
-      try {
-        written = await conn.write(chunk);
-      } catch (error) {
-        // Interrupted by our own close, or a peer gone: EPIPE, ECONNRESET.
-        this.#writing = false;
-        if (this.#closed) this.#release();
-        else this.#fail(error);
-        return;
-      }
-      if (this.#released) break;
-      this.#queuedBytes -= written;
-      if (written < chunk.length) queue[0] = chunk.subarray(written);
-      else queue.shift();
-      if (this.#queuedBytes <= this.#options.writeHighWaterMark && this.#drain.waiting) this.#drain.wake();
-    }
-    this.#writing = false;
-    if (queue.length === 0 && this.#joinBuffer !== undefined) {
-      // No write holds it any more.
-      if (joinPool.length < JOIN_POOL_MAX) joinPool.push(this.#joinBuffer);
-      this.#joinBuffer = undefined;
-    }
-    if (this.#closed) this.#release();
-  }
-
-  /**
-   * Joins whole chunks at the head of the queue into one of up to
-   * WRITE_JOIN_MAX bytes; a packet header (a few bytes) also takes a body of
-   * up to WRITE_JOIN_MAX along. Larger chunks go out as they are, uncopied.
-   */
-  #join(): Uint8Array {
-    const queue = this.#queue;
-    let count = 1;
-    let length = queue[0].length;
-    while (count < queue.length) {
-      const next = queue[count].length;
-      if (length + next > WRITE_JOIN_MAX && (length >= SMALL_HEAD || next > WRITE_JOIN_MAX)) break;
-      length += next;
-      count++;
-    }
-    if (count === 1) return queue[0];
-    if (length < JOIN_BUFFER_MIN) return joinHead(queue, count, length);
-    this.#joinBuffer ??= joinPool.pop() ?? new Uint8Array(JOIN_BUFFER_SIZE);
-    return joinHead(queue, count, length, this.#joinBuffer);
+  // Also cancels a pending read or write: they reject with Interrupted.
+  destroy(): void {
+    this.#release();
   }
 
   setNoDelay(noDelay: boolean): void {
@@ -369,48 +215,16 @@ class DenoConnection implements Connection, Batched {
     }
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#held = undefined;
-    this.#failure = undefined;
-    // Writers waiting for the peer: the connection is closed.
-    this.#drain.wake();
-    this.#startFlush();
-    if (!this.#writing) {
-      this.#release();
-      return;
-    }
-    // The core closes right after a handler's last send: let bytes already
-    // queued reach the peer, as long as it keeps taking them; release()
-    // cancels the pending write.
-    this.#stall = new StallWatch(() => this.#queuedBytes, () => this.#release(), this.#options.lingerMs);
-  }
-
-  #fail(error: unknown): void {
-    const events = this.#events;
-    this.#closed = true;
-    this.#release();
-    if (events !== undefined) events.error(withCode(error));
-    else this.#failure = withCode(error);
-  }
-
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.#stall?.stop();
-    this.#queue.length = 0;
-    this.#queuedBytes = 0;
     this.#readBuffer = new Uint8Array(0);
-    this.#joinBuffer = undefined;
     try {
-      // Also cancels a pending read or write: they reject with Interrupted,
-      // which the loops above take as the end.
       this.#conn.close();
     } catch {
       // Already closed (BadResource).
     }
-    this.#drain.wake();
+    this.#sink?.gone();
   }
 }
 
@@ -453,7 +267,10 @@ class DenoListener implements Listener {
       }
       return null;
     }
-    return new DenoConnection(conn, this.#options);
+    const verbs = new DenoSocketVerbs(conn);
+    const connection = new SocketConnection(verbs, this.#options);
+    verbs.attach(connection);
+    return connection;
   }
 
   close(): Promise<void> {

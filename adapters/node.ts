@@ -29,64 +29,51 @@
 import { createServer, type Server, type Socket } from "node:net";
 import type {
   Connection,
-  ConnectionEvents,
   ListenOptions,
   Listener,
   SocketAddress,
   Transport,
+  TransportSocket,
 } from "../src/transport.ts";
 import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
-import { DrainSignal } from "../src/drain_signal.ts";
+import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { StallWatch } from "../src/stall_watch.ts";
-import { type Batched, WriteWindow } from "../src/write_window.ts";
 import { acceptWithOwnReads, peerAddress, type ReadTarget, readInto, unsentBytes } from "./node_handles.ts";
 
-// A connection's second and later writes in a turn leave together, in one
-// writev, when the turn ends; so do writes made while the session has more
-// received packets to answer, but they leave as soon as it has caught up.
-const writeWindow = new WriteWindow(setImmediate);
-
-// The connection a socket belongs to, for the listeners below: they are
-// shared by every socket (`this` is the socket), so an idle connection
-// carries no closures of its own.
-const CONNECTION = Symbol("pico-socket-server connection");
-type OwnedSocket = Socket & { [CONNECTION]?: NodeConnection };
+// The verbs a socket belongs to, for the listeners below: they are shared
+// by every socket (`this` is the socket), so an idle connection carries no
+// closures of its own.
+const VERBS = Symbol("pico-socket-server verbs");
+type OwnedSocket = Socket & { [VERBS]?: NodeSocketVerbs };
 
 function onSocketError(this: OwnedSocket, error: Error): void {
-  this[CONNECTION]?.onError(error);
+  this[VERBS]?.connection.error(error);
 }
 function onSocketEnd(this: OwnedSocket): void {
-  this[CONNECTION]?.onEnd();
+  this[VERBS]?.connection.end();
 }
 function onSocketData(this: OwnedSocket, chunk: Uint8Array): void {
-  this[CONNECTION]?.onData(chunk);
+  this[VERBS]?.connection.data(chunk);
 }
 function onSocketClose(this: OwnedSocket): void {
-  this[CONNECTION]?.onClose();
+  this[VERBS]?.connection.gone();
 }
 function onSocketDrain(this: OwnedSocket): void {
-  this[CONNECTION]?.onDrain();
+  this[VERBS]?.connection.drained();
 }
 
-class NodeConnection implements Connection, Batched, ReadTarget {
+/**
+ * A Node socket's verbs, as the core's connection machine uses them. Node
+ * takes every write into its own buffer (`writableLength`, counted against
+ * the write bound) and emits 'drain' once that is out.
+ */
+class NodeSocketVerbs implements TransportSocket, ReadTarget {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
+  /** The core's connection over this socket, which its events go to. */
+  readonly connection: SocketConnection;
   #socket: OwnedSocket;
-  #events: ConnectionEvents | undefined;
-  #closed = false;
-  // What happened before start(), replayed when the session starts.
-  #earlyError: Error | undefined;
-  #earlyEnd = false;
-  #earlyLoss = false;
-  #drain: DrainSignal | undefined; // made on first backpressure
-  #awaitingDrain = false;
-  #batch: Uint8Array[] | undefined; // made on first use
-  #batchBytes = 0;
-  #heldForSession = false; // the batch waits for the session's answers
-  #lastWriteTurn = -1;
-  #options: ListenOptions; // the listener's, shared by its connections
-  #stall: StallWatch | undefined; // closing with bytes queued
+  #flowing = false; // 'data' is listened to
 
   /**
    * @param local This side's address when the listener's tells it (bound to
@@ -99,186 +86,76 @@ class NodeConnection implements Connection, Batched, ReadTarget {
   constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined, ownReads: boolean) {
     const owned = socket as OwnedSocket;
     this.#socket = owned;
-    this.#options = options;
-    if (ownReads) readInto(socket, this);
     this.remoteAddress = peerAddress(socket);
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
-    owned[CONNECTION] = this;
+    this.connection = new SocketConnection(this, options);
+    if (ownReads) readInto(socket, this);
+    owned[VERBS] = this;
     // Attached at once: an error on a socket without a listener would crash
     // the process, even while the socket is still waiting to be accepted.
     // With pauseOnConnect the socket is not read, but Node still reports a
-    // FIN it already saw: remembered for the session.
+    // FIN it already saw.
     socket.on("error", onSocketError);
     socket.on("end", onSocketEnd);
     socket.on("close", onSocketClose);
-  }
-
-  start(events: ConnectionEvents): void {
-    if (this.#closed || this.#events !== undefined) return;
-    this.#events = events;
-    if (this.#earlyError !== undefined) {
-      const error = this.#earlyError;
-      this.close();
-      events.error(error);
-      return;
-    }
-    if (this.#earlyLoss) {
-      this.#closed = true;
-      events.lost();
-      return;
-    }
-    const socket = this.#socket;
-    // Also on a socket that reads into our buffers: it emits no 'data' then.
-    socket.on("data", onSocketData);
-    if (this.#earlyEnd) events.end();
-    socket.resume();
-  }
-
-  // --- Called by the socket listeners.
-
-  onData(chunk: Uint8Array): void {
-    if (!this.#closed) this.#events?.data(chunk);
+    socket.on("drain", onSocketDrain);
   }
 
   /** A read into our buffers (acceptWithOwnReads); returns whether it ended inside a packet. */
   readChunk(chunk: Uint8Array): boolean {
-    return !this.#closed && this.#events?.data(chunk) === true;
+    return this.connection.data(chunk);
   }
 
-  onEnd(): void {
-    if (this.#closed) return;
-    const events = this.#events;
-    if (events === undefined) this.#earlyEnd = true;
-    else events.end();
-  }
-
-  onError(error: Error): void {
-    if (this.#closed) return;
-    const events = this.#events;
-    if (events === undefined) {
-      this.#earlyError ??= error;
-      return;
-    }
-    this.close();
-    events.error(error);
-  }
-
-  onClose(): void {
-    this.#stall?.stop();
-    this.#lose();
-    this.#drain?.wake();
-  }
-
-  /**
-   * The socket is destroyed and the core has not been told: tell it, with
-   * the socket's error if it has one. Node sets `destroyed` at once and
-   * emits 'error' and 'close' later, so a write can find out first.
-   */
-  #lose(): void {
-    if (this.#closed) return;
-    const error = (this.#socket as { errored?: Error | null }).errored;
-    if (error) {
-      this.onError(error);
-      return;
-    }
-    const events = this.#events;
-    if (events === undefined) {
-      this.#earlyLoss = true;
-      return;
-    }
-    this.#closed = true;
-    events.lost();
-  }
-
-  onDrain(): void {
-    this.#awaitingDrain = false;
-    this.#drain?.wake();
-  }
-
-  pause(): void {
-    if (!this.#closed) this.#socket.pause();
-  }
-
-  resume(): void {
-    if (!this.#closed) this.#socket.resume();
-  }
-
-  write(data: Uint8Array, more?: Uint8Array, moreToCome?: boolean): Promise<void> | undefined {
-    if (this.#closed) return undefined;
-    if (this.#socket.destroyed) {
-      this.#lose();
-      return undefined;
-    }
-    const turn = writeWindow.turn();
-    const first = this.#lastWriteTurn !== turn;
-    this.#lastWriteTurn = turn;
-    if (first && moreToCome !== true) {
-      const socket = this.#socket;
-      if (more === undefined) {
-        socket.write(data);
-      } else {
-        socket.cork();
-        socket.write(data);
-        socket.write(more);
-        socket.uncork();
-      }
-    } else {
-      if (this.#batch === undefined) {
-        this.#batch = [];
-        writeWindow.hold(this);
-      }
-      this.#batch.push(data);
-      this.#batchBytes += data.length;
-      if (more !== undefined) {
-        this.#batch.push(more);
-        this.#batchBytes += more.length;
-      }
-      // Held while the session has more received packets to answer (within
-      // the write bound); once it has caught up, the batch leaves at once.
-      if (moreToCome === true && this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) {
-        this.#heldForSession = true;
-      } else if (this.#heldForSession) {
-        this.flushBatch();
-      }
-    }
-    if (this.#batchBytes + this.#socket.writableLength <= this.#options.writeHighWaterMark) return undefined;
-    const drained = (this.#drain ??= new DrainSignal()).wait();
-    if (this.#batch === undefined) this.#wakeWhenDrained();
-    return drained;
-  }
-
-  /** Writes what was held back (the turn ended, or the session caught up), in one writev. */
-  flushBatch(): void {
-    this.#heldForSession = false;
-    const batch = this.#batch;
-    if (batch === undefined || batch.length === 0) {
-      if (this.#drain?.waiting) this.#wakeWhenDrained();
-      return;
-    }
-    this.#batch = undefined;
-    this.#batchBytes = 0;
+  setReading(on: boolean): void {
     const socket = this.#socket;
-    if (socket.destroyed) {
-      this.#lose();
-      return this.#drain?.wake();
+    if (!on) {
+      socket.pause();
+      return;
     }
-    if (batch.length === 1) {
-      socket.write(batch[0]);
-    } else {
-      socket.cork();
-      for (const chunk of batch) socket.write(chunk);
-      socket.uncork();
+    if (!this.#flowing) {
+      // Also on a socket that reads into our buffers: it emits no 'data' then.
+      this.#flowing = true;
+      socket.on("data", onSocketData);
     }
-    if (this.#drain?.waiting) this.#wakeWhenDrained();
+    socket.resume();
   }
 
-  #wakeWhenDrained(): void {
+  write(data: Uint8Array): number {
+    if (this.#gone()) return -1;
+    this.#socket.write(data);
+    return data.length;
+  }
+
+  /** One writev for all of `chunks`. */
+  writev(chunks: Uint8Array[]): number {
+    if (this.#gone()) return -1;
     const socket = this.#socket;
-    if (socket.writableLength <= this.#options.writeHighWaterMark) this.#drain?.wake();
-    else if (!this.#awaitingDrain) {
-      this.#awaitingDrain = true;
-      socket.once("drain", onSocketDrain);
+    let length = 0;
+    socket.cork();
+    for (const chunk of chunks) {
+      socket.write(chunk);
+      length += chunk.length;
     }
+    socket.uncork();
+    return length;
+  }
+
+  buffered(): number {
+    return this.#socket.writableLength;
+  }
+
+  unsent(): number {
+    return unsentBytes(this.#socket);
+  }
+
+  end(): void {
+    const socket = this.#socket;
+    if (socket.writableLength === 0) socket.destroy();
+    else socket.end(() => socket.destroy());
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
   }
 
   setNoDelay(noDelay: boolean): void {
@@ -289,24 +166,18 @@ class NodeConnection implements Connection, Batched, ReadTarget {
     this.#socket.setKeepAlive(keepAlive, initialDelayMs);
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    // Writers waiting for the peer: the connection is closed.
-    this.#drain?.wake();
-    const socket = this.#socket;
-    if (socket.destroyed) return;
-    this.flushBatch();
-    if (socket.writableLength === 0) {
-      socket.destroy();
-      return;
-    }
-    // Let bytes already written reach the peer, as long as it keeps taking
-    // them.
-    socket.end(() => socket.destroy());
-    this.#stall = new StallWatch(() => unsentBytes(socket), () => socket.destroy(), this.#options.lingerMs);
+  /**
+   * Whether the socket can take no more writes: destroyed, or failed (a
+   * write's error marks it at once, and Node then drops later writes
+   * silently; it destroys the socket and emits 'error' and 'close' only on
+   * a later tick), so a write tells the core now.
+   */
+  #gone(): boolean {
+    const socket = this.#socket as Socket & { errored?: Error | null };
+    if (socket.writable && !socket.destroyed) return false;
+    if (socket.errored) this.connection.error(socket.errored);
+    return true;
   }
-
 }
 
 class NodeListener implements Listener {
@@ -314,7 +185,7 @@ class NodeListener implements Listener {
   #server: Server;
   #options: ListenOptions;
   #acceptedLocal: SocketAddress | undefined;
-  #queue: AcceptQueue<NodeConnection>;
+  #queue: AcceptQueue<SocketConnection>;
   #closed: Promise<void> | undefined;
   #ownReads: boolean;
 
@@ -359,7 +230,7 @@ class NodeListener implements Listener {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeConnection(socket, this.#options, this.#acceptedLocal, this.#ownReads));
+    this.#queue.offer(new NodeSocketVerbs(socket, this.#options, this.#acceptedLocal, this.#ownReads).connection);
   }
 }
 

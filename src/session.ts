@@ -83,10 +83,12 @@ export interface SessionOptions {
   /**
    * Bytes queued for the peer above which `send()` waits until they drain,
    * so a peer that never reads holds at most this plus one packet in the
-   * server's memory. The default is the transport's: 64 KiB, and 256 KiB on
-   * Deno, whose writes are asynchronous: what was handed to the socket
-   * counts until Deno reports it written, on the next turn of the event
-   * loop, and a mark below a few packets makes each send wait that turn.
+   * server's memory. The default is the transport's: 64 KiB on Node, and
+   * 256 KiB on Deno, whose writes are asynchronous (what was handed to the
+   * socket counts until Deno reports it written, on the next turn of the
+   * event loop, and a mark below a few packets makes each send wait that
+   * turn), and on Bun, whose sends are one system call each (answers held
+   * for the handler's next packets leave joined up to the mark).
    * @default {65536}
    */
   writeHighWaterMark?: number;

@@ -51,8 +51,11 @@ export class StallWatch {
       const queued = this.#queued();
       if (queued === 0) return; // all gone out: the adapter ends the connection
       const now = Date.now();
-      if (queued < this.#last) {
-        this.#last = queued;
+      // Progress is a fall since the last look: a count that rose meanwhile
+      // (Node's handle adds a write it has just begun) starts again from there.
+      const fell = queued < this.#last;
+      this.#last = queued;
+      if (fell) {
         this.#progressAt = now;
       } else if (now - this.#progressAt >= this.#lingerMs) {
         this.#onStall();

@@ -182,6 +182,92 @@ export interface Connection {
 }
 
 /**
+ * One accepted socket's verbs, as an adapter maps them from its runtime:
+ * what `SocketConnection` (the core's connection machine, which every
+ * policy lives in) asks of it. An adapter makes a `SocketConnection` over
+ * it at accept and tells that connection its socket's
+ * {@linkcode SocketEvents} from then on.
+ *
+ * @example The shape of a socket that takes every write at once
+ * ```ts
+ * import type { TransportSocket } from "@pico/socket-server/transport";
+ * const address = { hostname: "127.0.0.1", port: 1 };
+ * const sink: TransportSocket = {
+ *   remoteAddress: address,
+ *   localAddress: address,
+ *   setReading: () => {},
+ *   write: (data) => data.length,
+ *   buffered: () => 0,
+ *   unsent: () => 0,
+ *   end: () => {},
+ *   destroy: () => {},
+ *   setNoDelay: () => {},
+ *   setKeepAlive: () => {},
+ * };
+ * ```
+ */
+export interface TransportSocket {
+  /** The peer's address. */
+  readonly remoteAddress: SocketAddress;
+  /** This side's address. */
+  readonly localAddress: SocketAddress;
+  /**
+   * Starts (`true`) or stops (`false`) reading. Data may still arrive after
+   * a stop (a read under way, or an adapter that stops its runtime's reads
+   * only once more data comes, where stopping costs system calls): the
+   * connection holds it.
+   */
+  setReading(on: boolean): void;
+  /**
+   * Writes as much of `data` as the runtime takes now and returns how much
+   * that was (fewer bytes: `drained` follows once it takes more), or a
+   * promise of it where writes complete later (then one at a time). `-1`:
+   * the socket is gone. Never throws; a promise never rejects (a failure is
+   * reported as `error` first, then it resolves `-1`).
+   */
+  write(data: Uint8Array): number | Promise<number>;
+  /** Several chunks as one write (a writev), where the runtime has one: returns bytes taken, or `-1`. */
+  writev?(chunks: Uint8Array[]): number;
+  /** Bytes the runtime took and holds unsent, counted against the write bound (0 where it holds none). */
+  buffered(): number;
+  /** Bytes not yet sent, going down as they go out (a closing connection's progress). */
+  unsent(): number;
+  /** Closes once what the runtime holds is sent (FIN); `gone` follows. */
+  end(): void;
+  /** Closes at once, dropping what is unsent; `gone` follows. */
+  destroy(): void;
+  /** Turns Nagle's algorithm off (`true`) or on (`false`). */
+  setNoDelay(noDelay: boolean): void;
+  /** Turns TCP keep-alive on or off, with the idle delay before probes. */
+  setKeepAlive(keepAlive: boolean, initialDelayMs: number): void;
+}
+
+/**
+ * What an adapter tells the core's connection of its socket, from accept on.
+ *
+ * @example Relaying a runtime's callbacks
+ * ```ts
+ * import type { SocketEvents } from "@pico/socket-server/transport";
+ * function relay(events: SocketEvents, chunk: Uint8Array | null): void {
+ *   if (chunk === null) events.end();
+ *   else events.data(chunk);
+ * }
+ * ```
+ */
+export interface SocketEvents {
+  /** Bytes were read; returns whether they ended inside a packet (see `ConnectionEvents.data`). */
+  data(chunk: Uint8Array): boolean;
+  /** The peer ended its side (FIN). */
+  end(): void;
+  /** The socket failed (e.g. a reset); `gone` follows once it is closed. */
+  error(error: Error): void;
+  /** The socket is closed, for whatever reason; nothing follows. */
+  gone(): void;
+  /** The runtime takes writes again after a short write. */
+  drained(): void;
+}
+
+/**
  * A bound, listening socket that hands connections to the core on request.
  *
  * @example Taking connections one at a time
@@ -243,8 +329,8 @@ export interface Transport {
   readonly name: string;
   /**
    * The write bound (`writeHighWaterMark`) sessions get when their options
-   * set none; left out, 64 KiB. Deno's transport asks for more because its
-   * writes are reported done a turn later.
+   * set none; left out, 64 KiB. Deno's and Bun's transports ask for
+   * 256 KiB (writes reported done a turn later; one system call per send).
    */
   readonly writeHighWaterMark?: number;
   /**

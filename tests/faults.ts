@@ -316,7 +316,7 @@ export const faultCases: FaultCase[] = [
           if (report.rss > during.rss) during = report;
         }
         const rssGrowth = during.rss - before.rss;
-        // Deno's bound (256 KiB) is the largest default; one 64 KiB packet
+        // Deno's and Bun's bound (256 KiB) is the largest default; one 64 KiB packet
         // past it, a 64 KiB join buffer, and room for the runtime's own.
         const perSession = 256 * 1024 + 2 * 64 * 1024;
         const bound = scale.neverReading * perSession + 24 * 1024 * 1024;
