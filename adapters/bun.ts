@@ -32,8 +32,8 @@
  * @module
  */
 
-import type { Connection, ListenOptions, Listener, SocketAddress, Transport, TransportSocket } from "../src/transport.ts";
-import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
+import type { ListenOptions, Listener, SocketAddress, Transport, TransportSocket } from "../src/transport.ts";
+import { AcceptQueue, acceptedLocalAddress, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 
@@ -195,15 +195,15 @@ function handlers(
   };
 }
 
-class BunListener implements Listener {
+// Bun reports no failed accepts to JavaScript, so accept() never rejects.
+class BunListener extends QueueListener<SocketConnection> {
   readonly localAddress: SocketAddress;
   #server: BunTcpListener;
-  #queue: AcceptQueue<SocketConnection>;
   #closed: Promise<void> | undefined;
 
   constructor(server: BunTcpListener, queue: AcceptQueue<SocketConnection>, bound: { local: SocketAddress | undefined }) {
+    super(queue);
     this.#server = server;
-    this.#queue = queue;
     // getsockname gives the address bound (e.g. 127.0.0.1 for "localhost");
     // `hostname` is only the name asked for.
     const address: { address?: string; port?: number } = {};
@@ -217,19 +217,6 @@ class BunListener implements Listener {
     bound.local = acceptedLocalAddress(this.localAddress);
   }
 
-  get refused(): number {
-    return this.#queue.refused;
-  }
-
-  get waiting(): number {
-    return this.#queue.waiting;
-  }
-
-  // Bun reports no failed accepts to JavaScript, so this never rejects.
-  accept(): Promise<Connection | null> {
-    return this.#queue.take();
-  }
-
   close(): Promise<void> {
     if (this.#closed === undefined) {
       // stop(false) closes the listening socket at once, so the port can be
@@ -239,7 +226,7 @@ class BunListener implements Listener {
       } catch {
         // Already stopped.
       }
-      this.#queue.close();
+      this.queue.close();
       this.#closed = Promise.resolve();
     }
     return this.#closed;

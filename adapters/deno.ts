@@ -4,12 +4,10 @@
 /**
  * The Deno adapter: pico-socket-server's transport on `Deno.listen`.
  *
- * Deno accepts only when asked, so connections the core has not asked for
- * wait in the kernel's accept backlog, un-served, exactly as proc_socket_server's
- * did (`backlog` becomes Deno's `tcpBacklog`, which the kernel caps at its
- * `somaxconn`; past it Linux drops new handshakes, which peers retry);
- * `refused` and `waiting` stay `0` because the kernel neither refuses nor
- * counts them for us. Reads go straight from `conn.read()` into buffers
+ * Deno accepts only when asked; this adapter asks ahead of the core, as Node
+ * and Bun accept by themselves, so connections the core has not taken yet
+ * wait here, in arrival order and unread, at most `backlog` of them (past
+ * that they are closed and counted as refused). Reads go straight from `conn.read()` into buffers
  * handed to the core (no Web Streams). The core's connection machine
  * (src/connection.ts) keeps the write queue, one `conn.write()` under way at
  * a time; this file only maps Deno's connection onto it.
@@ -41,6 +39,8 @@ import type {
   Transport,
   TransportSocket,
 } from "../src/transport.ts";
+import { AcceptLoop } from "../src/accept_loop.ts";
+import { AcceptQueue, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 
@@ -228,24 +228,41 @@ class DenoSocketVerbs implements TransportSocket {
   }
 }
 
-class DenoListener implements Listener {
+class DenoListener extends QueueListener<SocketConnection> {
   readonly localAddress: SocketAddress;
-  readonly refused = 0;
-  readonly waiting = 0;
   #listener: DenoTcpListener;
   #options: ListenOptions;
+  // Accepts ahead of the core, as Node and Bun do by themselves, skipping
+  // failures of one connection and backing off on others.
+  #acceptor: AcceptLoop;
   #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
   constructor(listener: DenoTcpListener, options: ListenOptions) {
+    super(new AcceptQueue(options));
     this.#listener = listener;
     this.#options = options;
     this.localAddress = { hostname: listener.addr.hostname, port: listener.addr.port };
+    const deno = { accept: () => this.#acceptFromDeno() };
+    this.#acceptor = new AcceptLoop({
+      listener: () => (this.#closed === undefined ? deno : undefined),
+      hasRoom: () => true,
+      accepted: (connection) => this.queue.offer(connection as SocketConnection),
+      failed: (error) => this.queue.fail(error as Error),
+    });
+    this.#acceptor.next();
   }
 
-  async accept(): Promise<Connection | null> {
-    if (this.#closed !== undefined) return null;
-    // Accepting only now leaves every other connection in the kernel's backlog.
+  get acceptErrors(): number {
+    return this.#acceptor.connectionErrors;
+  }
+
+  close(): Promise<void> {
+    return this.#closed ??= this.#close();
+  }
+
+  /** One connection from Deno, held unread until its session starts. */
+  async #acceptFromDeno(): Promise<Connection | null> {
     const accepting = this.#listener.accept();
     this.#accepting = accepting;
     let conn: DenoTcpConn;
@@ -259,22 +276,10 @@ class DenoListener implements Listener {
     } finally {
       this.#accepting = undefined;
     }
-    if (this.#closed !== undefined) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
-      return null;
-    }
     const verbs = new DenoSocketVerbs(conn);
     const connection = new SocketConnection(verbs, this.#options);
     verbs.attach(connection);
     return connection;
-  }
-
-  close(): Promise<void> {
-    return this.#closed ??= this.#close();
   }
 
   async #close(): Promise<void> {
@@ -283,6 +288,7 @@ class DenoListener implements Listener {
     } catch {
       // Already closed (BadResource).
     }
+    this.queue.close();
     // A pending accept holds the socket (and the port) until Deno has
     // cancelled it; the port is free once that accept has settled.
     const accepting = this.#accepting;

@@ -28,17 +28,16 @@
 
 import { createServer, type Server, type Socket } from "node:net";
 import type {
-  Connection,
   ListenOptions,
   Listener,
   SocketAddress,
   Transport,
   TransportSocket,
 } from "../src/transport.ts";
-import { AcceptQueue, acceptedLocalAddress } from "../src/accept_queue.ts";
+import { AcceptQueue, acceptedLocalAddress, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { acceptWithOwnReads, peerAddress, type ReadTarget, readInto, unsentBytes } from "./node_handles.ts";
+import { acceptWithOwnReads, peerAddress, progressWithinWrites, type ReadTarget, readInto, unsentBytes } from "./node_handles.ts";
 
 // The verbs a socket belongs to, for the listeners below: they are shared
 // by every socket (`this` is the socket), so an idle connection carries no
@@ -180,38 +179,25 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
   }
 }
 
-class NodeListener implements Listener {
+class NodeListener extends QueueListener<SocketConnection> {
   readonly localAddress: SocketAddress;
   #server: Server;
   #options: ListenOptions;
   #acceptedLocal: SocketAddress | undefined;
-  #queue: AcceptQueue<SocketConnection>;
   #closed: Promise<void> | undefined;
   #ownReads: boolean;
 
   constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
+    super(new AcceptQueue(options));
     this.#server = server;
     this.localAddress = localAddress;
     this.#acceptedLocal = acceptedLocalAddress(localAddress);
     this.#options = options;
-    this.#queue = new AcceptQueue(options);
-    const fail = (error: Error) => this.#queue.fail(error);
+    const fail = (error: Error) => this.queue.fail(error);
     this.#ownReads = acceptWithOwnReads(server, options.writeHighWaterMark, (socket) => this.#onConnection(socket), fail);
     if (!this.#ownReads) server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
     server.on("error", fail);
-  }
-
-  get refused(): number {
-    return this.#queue.refused;
-  }
-
-  get waiting(): number {
-    return this.#queue.waiting;
-  }
-
-  accept(): Promise<Connection | null> {
-    return this.#queue.take();
   }
 
   close(): Promise<void> {
@@ -219,18 +205,18 @@ class NodeListener implements Listener {
       // server.close() releases the port at once; its callback would wait
       // for every connection, which is the core's business.
       this.#server.close();
-      this.#queue.close();
+      this.queue.close();
       setImmediate(resolve);
     });
     return this.#closed;
   }
 
   #onConnection(socket: Socket): void {
-    if (this.#queue.closed) {
+    if (this.queue.closed) {
       socket.destroy();
       return;
     }
-    this.#queue.offer(new NodeSocketVerbs(socket, this.#options, this.#acceptedLocal, this.#ownReads).connection);
+    this.queue.offer(new NodeSocketVerbs(socket, this.#options, this.#acceptedLocal, this.#ownReads).connection);
   }
 }
 
@@ -270,4 +256,8 @@ function listen(options: ListenOptions): Promise<Listener> {
  * await server.stop();
  * ```
  */
-export const nodeTransport: Transport = { name: "node", listen };
+export const nodeTransport: Transport = {
+  name: "node",
+  listen,
+  lingerProgress: progressWithinWrites ? "byte" : "write",
+};

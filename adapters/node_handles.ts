@@ -157,6 +157,12 @@ export function readInto(socket: Socket, target: ReadTarget): void {
 
 const NODE_ITSELF = process.versions.deno === undefined && process.versions.bun === undefined;
 
+/**
+ * Whether a socket's unsent bytes go down within a write (Node's handle
+ * tells); Deno's and Bun's node:net tell only once a write is all out.
+ */
+export const progressWithinWrites: boolean = NODE_ITSELF;
+
 // The listening socket's handle: Node calls its onconnection with each
 // connection it accepts.
 const ACCEPT = Symbol("pico-socket-server accept");

@@ -52,14 +52,17 @@ function isConnectionError(error: unknown): boolean {
   return typeof code === "string" && CONNECTION_ERRORS.has(code);
 }
 
-/** What the loop asks of the server it accepts for. */
+/** What the loop accepts from: a listener, or a runtime's own accept. */
+export type Acceptor = Pick<Listener, "accept">;
+
+/** What the loop asks of the server (or adapter) it accepts for. */
 export interface AcceptHost {
-  /** The listener to accept from, or undefined while the server takes no connections. */
-  listener(): Listener | undefined;
+  /** The listener to accept from, or undefined while none is to be accepted from. */
+  listener(): Acceptor | undefined;
   /** Whether a session slot is free. */
   hasRoom(): boolean;
   /** A connection accepted from `listener` (maybe one no longer current). */
-  accepted(connection: Connection, listener: Listener): void;
+  accepted(connection: Connection, listener: Acceptor): void;
   /** The runtime cannot accept for want of a resource (or for a reason unknown). */
   failed(error: unknown): void;
 }
@@ -78,7 +81,7 @@ export class AcceptLoop {
   #host: AcceptHost;
   #timers: AcceptTimers;
   #state: "idle" | "accepting" | "backingOff" = "idle";
-  #from: Listener | undefined;
+  #from: Acceptor | undefined;
   #retryMs = 0; // the last back-off's pause; 0 after a success
   #skips = 0; // consecutive failures of one connection
   #connectionErrors = 0;

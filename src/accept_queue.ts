@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { ListenOptions, SocketAddress } from "./transport.ts";
+import type { Connection, Listener, ListenOptions, SocketAddress } from "./transport.ts";
 
 /** What the queue needs of a waiting connection. */
 export interface Closable {
@@ -136,4 +136,34 @@ export class AcceptQueue<C extends Closable> {
     this.#acceptor = undefined;
     acceptor?.resolve(null);
   }
+}
+
+/**
+ * A listener whose connections wait in an {@linkcode AcceptQueue}: what an
+ * adapter that accepts ahead of the core shares. `refused`, `waiting` and
+ * `accept()` come from the queue; the adapter offers it connections and
+ * closes it with the listener.
+ */
+export abstract class QueueListener<C extends Closable & Connection> implements Listener {
+  abstract readonly localAddress: SocketAddress;
+  /** Where accepted connections wait for the core. */
+  readonly queue: AcceptQueue<C>;
+
+  constructor(queue: AcceptQueue<C>) {
+    this.queue = queue;
+  }
+
+  get refused(): number {
+    return this.queue.refused;
+  }
+
+  get waiting(): number {
+    return this.queue.waiting;
+  }
+
+  accept(): Promise<Connection | null> {
+    return this.queue.take();
+  }
+
+  abstract close(): Promise<void>;
 }

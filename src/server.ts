@@ -222,8 +222,7 @@ export interface ServerStatus {
    */
   acceptErrors: number;
   /**
-   * Connections waiting for a free session slot (on Deno they wait in the
-   * kernel's backlog, where they cannot be counted: always `0` there).
+   * Connections waiting for a free session slot (accepted and held unread).
    */
   waiting: number;
   /** Sessions ended so far, by reason. */
@@ -295,7 +294,10 @@ export class SocketServer implements RegisteredServer {
     failed: (error) => this.#report(error),
   });
   #accepted = 0;
-  #refusedBefore = 0; // refusals counted by listeners already closed (suspend, stop)
+  // Counted by listeners already closed (suspend, stop): refusals, and
+  // connections lost before an adapter that accepts ahead could hold them.
+  #refusedBefore = 0;
+  #acceptErrorsBefore = 0;
   #nextSessionId = 1;
   #ended: Record<SessionEndReason, number> = {
     normal: 0,
@@ -444,7 +446,7 @@ export class SocketServer implements RegisteredServer {
       state: this.#state,
       accepted: this.#accepted,
       refused: this.#refused,
-      acceptErrors: this.#acceptLoop.connectionErrors,
+      acceptErrors: this.#acceptLoop.connectionErrors + this.#acceptErrorsBefore + (this.#listener?.acceptErrors ?? 0),
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
@@ -508,6 +510,7 @@ export class SocketServer implements RegisteredServer {
     this.#state = "suspended";
     const listener = this.#listener!;
     this.#refusedBefore += listener.refused;
+    this.#acceptErrorsBefore += listener.acceptErrors ?? 0;
     this.#listener = undefined;
     await listener.close();
   }
@@ -591,6 +594,7 @@ export class SocketServer implements RegisteredServer {
     const listener = this.#listener;
     this.#listener = undefined;
     this.#refusedBefore += listener?.refused ?? 0;
+    this.#acceptErrorsBefore += listener?.acceptErrors ?? 0;
     const released = listener?.close();
     let ended = 0;
     if (timeoutMs !== undefined && this.#sessions.size > 0) {

@@ -293,6 +293,11 @@ export interface Listener {
    */
   readonly waiting: number;
   /**
+   * Connections lost before they could be held (an adapter that accepts
+   * ahead of the core skips failures of one connection, e.g. `ENOTCONN`).
+   */
+  readonly acceptErrors?: number;
+  /**
    * Resolves with the next connection in arrival order, or `null` once the
    * listener is closed. The core calls it only when it can start a session,
    * and never twice at once. Rejects only when the runtime fails to accept,
@@ -333,6 +338,14 @@ export interface Transport {
    * 256 KiB (writes reported done a turn later; one system call per send).
    */
   readonly writeHighWaterMark?: number;
+  /**
+   * How a closing connection sees its peer take queued bytes (`lingerMs`):
+   * byte by byte (`"byte"`, the default), or only once a whole write is out
+   * (`"write"`: the Node adapter on Deno's and Bun's `node:net`), where a
+   * peer taking one large write for longer than `lingerMs` counts as taking
+   * none.
+   */
+  readonly lingerProgress?: "byte" | "write";
   /**
    * Binds and listens. Rejects with an `Error` whose `code` is a POSIX name
    * such as `"EADDRINUSE"`, `"EACCES"` or `"EADDRNOTAVAIL"` when it cannot.

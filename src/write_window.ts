@@ -1,14 +1,12 @@
 /**
- * The write window shared by the connections of the Node, Bun and Deno
- * adapters: one scheduled callback per turn of the event loop. A
- * connection's first write in a turn may go out at once (no added latency);
- * its later writes in the same turn (a handler answering every packet of a
- * chunk) wait and leave together when the turn ends, in one system call
- * instead of one each. Which writes wait is each adapter's choice (Bun also
- * holds a large first write that is a packet cut from a received chunk).
- * Also the helpers the adapters' write queues share. Runtime-neutral: the
- * adapter says how to run a callback at the end of the turn (`setImmediate`
- * on all three).
+ * The write window of the connection machine (src/connection.ts): one
+ * scheduled callback per turn of the event loop. A connection's first write
+ * in a turn may go out at once (no added latency); its later writes in the
+ * same turn (a handler answering every packet of a chunk) wait and leave
+ * together when the turn ends, in one system call instead of one each.
+ * Also the helpers its write queue uses. Runtime-neutral: the caller says
+ * how to run a callback at the end of the turn (`setImmediate` on all
+ * three runtimes).
  *
  * @module
  */

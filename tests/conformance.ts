@@ -181,7 +181,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
     });
 
     // On Deno the kernel's backlog does the waiting: nothing to refuse.
-    test("connections beyond backlog are refused and counted", { ...TIMEOUT, skip: transport.name === "deno" }, async () => {
+    test("connections beyond backlog are refused and counted", TIMEOUT, async () => {
       const refusals: string[] = [];
       await withServer({
         port: 0,
@@ -822,13 +822,9 @@ export function conformance(label: string, transport: Transport, api: Api = sour
       });
     });
 
-    // Deno's and Bun's node:net tell nothing of a write's progress until all
-    // of it is out (Node's handle does): there, the Node adapter sees a slow
-    // peer taking one large write as a stall.
-    const nodeNetOfDenoOrBun = transport.name === "node" && ("Deno" in globalThis || "Bun" in globalThis);
     test("a closed session's queued bytes reach a slow peer, however long it takes, while it keeps taking them", {
       ...TIMEOUT,
-      skip: nodeNetOfDenoOrBun && "the Node adapter on Deno or Bun sees no progress within a write",
+      skip: transport.lingerProgress === "write" && "the transport sees progress only once a whole write is out",
     }, async () => {
       const packet = bytesOf(64 * 1024, 11);
       const count = 512; // 32 MiB: several times what loopback's kernel buffers hold
