@@ -59,5 +59,6 @@ export {
   type StopOptions,
   type StopResult,
 } from "./src/server.ts";
-export type { RecvOptions, Session, SessionEndReason, SessionOptions } from "./src/session.ts";
+export type { SessionEndReason } from "./src/end_reason.ts";
+export type { RecvOptions, Session, SessionOptions } from "./src/session.ts";
 export type { SocketAddress } from "./src/transport.ts";

@@ -81,7 +81,7 @@ const steps: Step[] = [
     command: bin("deno"),
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
-      "src/server.ts", "src/session.ts", "src/transport.ts", "src/default_transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
+      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
       "examples/chat.ts",
     ],
   },

@@ -10,7 +10,8 @@
 import { invalidArgument } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
 import type { RefusedConnection, ServerOptions, SessionHandler } from "./server.ts";
-import type { Session, SessionEndReason, SessionOptions } from "./session.ts";
+import type { SessionEndReason } from "./end_reason.ts";
+import type { Session, SessionOptions } from "./session.ts";
 import type { Transport } from "./transport.ts";
 
 /** Checks a packet type given by a caller; throws a clear error otherwise. */

@@ -10,12 +10,11 @@ import type { PacketType } from "./framing.ts";
 import { checkMax, type ResolvedServerOptions, resolveServerOptions, type ResolvedSessionOptions } from "./options.ts";
 import { AcceptLoop } from "./accept_loop.ts";
 import { defaultTransport } from "./default_transport.ts";
+import { endReason, type SessionEndReason } from "./end_reason.ts";
 import { defaultServerName, register, unregister } from "./registry.ts";
 import {
-  endReason,
   requestShutdown,
   Session,
-  type SessionEndReason,
   type SessionOptions,
 } from "./session.ts";
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
@@ -660,7 +659,7 @@ export class SocketServer implements RegisteredServer {
   }
 
   #endSession(session: Session, error: unknown, failed: boolean): void {
-    const reason = endReason(session, error, failed);
+    const reason = endReason(session.closed, error, failed);
     session.close();
     if (!this.#sessions.delete(session)) return;
     this.#ended[reason]++;

@@ -6,37 +6,10 @@
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
 import { createDecoder, encodePacket, type PacketDecoder, type PacketSink, type PacketType } from "./framing.ts";
+import { raise, type SessionEndReason } from "./end_reason.ts";
 import type { ResolvedSessionOptions } from "./options.ts";
 import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
 
-/**
- * Why a session ended, mirroring proc_socket_server's exits:
- * - `"normal"`: the handler returned while the connection was open;
- * - `"socket_closed"`: the connection was closed (by the peer, by
- *   `session.close()` or by a stop) before the handler returned, or the
- *   handler let `send()`'s `socket_closed` error propagate;
- * - `"socket_error"`: the connection failed, or the peer broke the framing
- *   (`packet_too_large`, `truncated_packet`), and the handler let the error
- *   from `recv()`, iteration or `send()` propagate;
- * - `"timeout"`: the idle timeout fired and the handler let the error
- *   propagate;
- * - `"crash"`: the handler threw or rejected with an error of its own (any
- *   error the session did not raise, whatever its code).
- *
- * @example Counting how sessions end
- * ```ts
- * import type { SessionEndReason } from "@pico/socket-server";
- * const ended: Record<SessionEndReason, number> = {
- *   normal: 0, socket_closed: 0, socket_error: 0, timeout: 0, crash: 0,
- * };
- * ```
- */
-export type SessionEndReason =
-  | "normal"
-  | "socket_closed"
-  | "socket_error"
-  | "timeout"
-  | "crash";
 
 /**
  * Per-session settings (proc_socket_server's SpawnOpts tuned the per-session process;
@@ -181,16 +154,6 @@ type Waited = Uint8Array | null | IteratorResult<Uint8Array>;
 // One settled promise serves every send() that needs no waiting.
 const RESOLVED: Promise<void> = Promise.resolve();
 
-/**
- * Errors a session raised itself, with the reason a handler that lets one
- * propagate ends with; any other error a handler throws is a crash.
- */
-const raisedReasons = new WeakMap<object, SessionEndReason>();
-
-function raise(error: SocketServerError, reason: SessionEndReason): SocketServerError {
-  raisedReasons.set(error, reason);
-  return error;
-}
 
 /**
  * Options of one `recv()` call.
@@ -691,17 +654,4 @@ export class Session {
 /** Aborts `session.signal`: the server has begun a graceful stop. */
 export function requestShutdown(session: Session, reason: SocketServerError): void {
   shutdown(session, reason);
-}
-
-/**
- * The reason a session ended, given whether its handler failed and with what.
- * Errors a session raised itself (socket, framing, timeouts) map to their
- * reason; any other error is a crash.
- */
-export function endReason(session: Session, handlerError: unknown, failed: boolean): SessionEndReason {
-  if (!failed) return session.closed ? "socket_closed" : "normal";
-  const raised = typeof handlerError === "object" && handlerError !== null
-    ? raisedReasons.get(handlerError)
-    : undefined;
-  return raised ?? "crash";
 }
