@@ -169,14 +169,10 @@ class DenoSocketVerbs implements TransportSocket {
     }
   }
 
-  // conn.write() is asynchronous and may write part of a buffer.
+  // conn.write() is asynchronous and may write part of a buffer; it rejects
+  // when the peer is gone (Deno sets the POSIX code: EPIPE, ECONNRESET).
   write(data: Uint8Array): number | Promise<number> {
-    if (this.#released) return -1;
-    return this.#conn.write(data).catch((error) => {
-      // Interrupted by our own close, or a peer gone: EPIPE, ECONNRESET.
-      if (!this.#released) this.#sink!.error(withCode(error));
-      return -1;
-    });
+    return this.#released ? -1 : this.#conn.write(data);
   }
 
   buffered(): number {

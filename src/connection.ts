@@ -366,7 +366,15 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
   async #writeLater(written: Promise<number>): Promise<void> {
     this.#writing = true;
     for (;;) {
-      const taken = await written;
+      let taken: number;
+      try {
+        taken = await written;
+      } catch (error) {
+        // Cut short by our own close, or the socket failed (a reset peer).
+        this.#writing = false;
+        if (!this.#gone) this.error(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
       if (this.#taken(taken) < 0) break;
       this.#writing = false;
       if (!this.#canWrite()) break;

@@ -222,8 +222,8 @@ export interface TransportSocket {
    * Writes as much of `data` as the runtime takes now and returns how much
    * that was (fewer bytes: `drained` follows once it takes more), or a
    * promise of it where writes complete later (then one at a time). `-1`:
-   * the socket is gone. Never throws; a promise never rejects (a failure is
-   * reported as `error` first, then it resolves `-1`).
+   * the socket is gone. Never throws; a promise that rejects is taken as the
+   * socket's failure (unless the socket is gone by then).
    */
   write(data: Uint8Array): number | Promise<number>;
   /** Several chunks as one write (a writev), where the runtime has one: returns bytes taken, or `-1`. */
