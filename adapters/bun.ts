@@ -89,7 +89,7 @@ class BunSocketVerbs implements TransportSocket {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
   /** The core's connection over this socket, which its events go to. */
-  connection!: SocketConnection;
+  readonly connection: SocketConnection;
   #socket: BunSocket;
   #reading: boolean; // Bun reads the socket
   #wanted: boolean; // the core wants reads
@@ -102,10 +102,11 @@ class BunSocketVerbs implements TransportSocket {
    * kernel); one handed to a waiting core is started before Bun can read
    * it, so pausing it would only cost system calls.
    */
-  constructor(socket: BunSocket, local: SocketAddress | undefined, reading: boolean) {
+  constructor(socket: BunSocket, options: ListenOptions, local: SocketAddress | undefined, reading: boolean) {
     this.#socket = socket;
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
+    this.connection = new SocketConnection(this, options);
     this.#reading = this.#wanted = reading;
     if (!reading) socket.pause();
   }
@@ -173,12 +174,10 @@ function handlers(
 ): BunSocketHandler {
   return {
     open(socket) {
-      const verbs = new BunSocketVerbs(socket, bound.local, queue.taking);
-      const connection = new SocketConnection(verbs, options);
-      verbs.connection = connection;
+      const verbs = new BunSocketVerbs(socket, options, bound.local, queue.taking);
       socket.data = verbs;
       // Handed out, held, or (past backlog, or after close) closed.
-      queue.offer(connection);
+      queue.offer(verbs.connection);
     },
     data: (socket, chunk) => socket.data?.arrived(chunk),
     drain: (socket) => socket.data?.connection.drained(),

@@ -35,7 +35,6 @@ import type {
   ListenOptions,
   Listener,
   SocketAddress,
-  SocketEvents,
   Transport,
   TransportSocket,
 } from "../src/transport.ts";
@@ -110,33 +109,31 @@ const READ_ROOM_MIN = 1024;
 class DenoSocketVerbs implements TransportSocket {
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
+  /** The core's connection over this socket, which its events go to. */
+  readonly connection: SocketConnection;
   #conn: DenoTcpConn;
-  #sink: SocketEvents | undefined;
   #reading = false; // the core wants reads
   #looping = false; // the read loop runs (a read may be pending)
   #released = false; // Deno's resource is closed
   #readBuffer: Uint8Array = new Uint8Array(0);
   #readSize = READ_SIZE_FIRST;
 
-  constructor(conn: DenoTcpConn) {
+  constructor(conn: DenoTcpConn, options: ListenOptions) {
     this.#conn = conn;
     this.remoteAddress = { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
     this.localAddress = { hostname: conn.localAddr.hostname, port: conn.localAddr.port };
-  }
-
-  /** Where the socket's events go; set once, before any read. */
-  attach(sink: SocketEvents): void {
-    this.#sink = sink;
+    this.connection = new SocketConnection(this, options);
   }
 
   setReading(on: boolean): void {
     this.#reading = on;
-    if (on && !this.#looping && !this.#released) this.#read(this.#sink!);
+    if (on && !this.#looping && !this.#released) this.#read();
   }
 
   /** The read loop: one read at a time while the core wants reads. */
-  async #read(sink: SocketEvents): Promise<void> {
+  async #read(): Promise<void> {
     this.#looping = true;
+    const sink = this.connection;
     const conn = this.#conn;
     try {
       while (this.#reading && !this.#released) {
@@ -220,7 +217,7 @@ class DenoSocketVerbs implements TransportSocket {
     } catch {
       // Already closed (BadResource).
     }
-    this.#sink?.gone();
+    this.connection.gone();
   }
 }
 
@@ -272,10 +269,7 @@ class DenoListener extends QueueListener<SocketConnection> {
     } finally {
       this.#accepting = undefined;
     }
-    const verbs = new DenoSocketVerbs(conn);
-    const connection = new SocketConnection(verbs, this.#options);
-    verbs.attach(connection);
-    return connection;
+    return new DenoSocketVerbs(conn, this.#options).connection;
   }
 
   async #close(): Promise<void> {

@@ -37,7 +37,14 @@ import type {
 import { AcceptQueue, acceptedLocalAddress, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
-import { acceptWithOwnReads, peerAddress, progressWithinWrites, type ReadTarget, readInto, unsentBytes } from "./node_handles.ts";
+import {
+  acceptWithOwnReads,
+  peerAddress,
+  progressWithinWrites,
+  type ReadTarget,
+  readInto,
+  unsentBytes,
+} from "./node_handles.ts";
 
 // The verbs a socket belongs to, for the listeners below: they are shared
 // by every socket (`this` is the socket), so an idle connection carries no

@@ -153,9 +153,7 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#held = NO_CHUNKS;
-    this.#heldEnd = this.#heldLoss = false;
-    this.#failure = undefined;
+    this.#dropHeld();
     // Writers waiting for the peer: the connection is closed.
     this.#drain?.wake();
     if (this.#gone) return;
@@ -167,7 +165,8 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
     // dropping) meanwhile keeps a peer that is blocked sending able to read.
     this.#read(true);
     const socket = this.#socket;
-    this.#stall = new StallWatch(() => this.#queuedBytes + socket.unsent(), () => socket.destroy(), this.#options.lingerMs);
+    const unsent = () => this.#queuedBytes + socket.unsent();
+    this.#stall = new StallWatch(unsent, () => socket.destroy(), this.#options.lingerMs);
   }
 
   // --- SocketEvents: what the adapter reports.
@@ -178,7 +177,6 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
     if (events === undefined || this.#paused || this.#held.length > 0) {
       if (this.#held === NO_CHUNKS) this.#held = [];
       this.#held.push(chunk);
-      if (events === undefined || this.#paused) this.#read(false);
       return false;
     }
     return events.data(chunk) === true;
@@ -217,9 +215,7 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
 
   drained(): void {
     this.#pump();
-    if (this.#drain?.waiting && !this.#closed && this.#pending() <= this.#options.writeHighWaterMark) {
-      this.#drain.wake();
-    }
+    this.#wakeWriters();
   }
 
   /** Writes what was held back: the turn ended, or the session caught up. */
@@ -287,18 +283,23 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
     }
     if (this.#closed) return;
     this.#closed = true;
-    this.#heldEnd = this.#heldLoss = false;
+    this.#dropHeld();
     events.lost();
   }
 
   #fail(events: ConnectionEvents, error: Error): void {
     this.#closed = true;
-    this.#held = NO_CHUNKS;
-    this.#heldEnd = this.#heldLoss = false;
-    this.#failure = undefined;
+    this.#dropHeld();
     this.#drain?.wake();
     if (!this.#gone) this.#socket.destroy();
     events.error(error);
+  }
+
+  /** Forgets what was held for the session: it will get none of it. */
+  #dropHeld(): void {
+    this.#held = NO_CHUNKS;
+    this.#heldEnd = this.#heldLoss = false;
+    this.#failure = undefined;
   }
 
   // --- Output.
@@ -410,10 +411,15 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
       rest -= head.length;
       queue.shift();
     }
+    this.#wakeWriters();
+    return taken;
+  }
+
+  /** Wakes writers waiting for the peer once the bytes pending are within the bound. */
+  #wakeWriters(): void {
     if (this.#drain?.waiting && !this.#closed && this.#pending() <= this.#options.writeHighWaterMark) {
       this.#drain.wake();
     }
-    return taken;
   }
 
   /** The queue is empty: the join buffer goes back, and a closing connection ends. */

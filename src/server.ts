@@ -418,6 +418,17 @@ export class SocketServer implements RegisteredServer {
     return this.#refusedBefore + (this.#listener?.refused ?? 0);
   }
 
+  get #acceptErrors(): number {
+    return this.#acceptLoop.connectionErrors + this.#acceptErrorsBefore + (this.#listener?.acceptErrors ?? 0);
+  }
+
+  /** Takes the listener out of use (suspend, stop), keeping its counts. */
+  #retire(listener: Listener): void {
+    this.#refusedBefore += listener.refused;
+    this.#acceptErrorsBefore += listener.acceptErrors ?? 0;
+    this.#listener = undefined;
+  }
+
   /** Where the server is in its life. */
   get state(): ServerState {
     return this.#state;
@@ -445,7 +456,7 @@ export class SocketServer implements RegisteredServer {
       state: this.#state,
       accepted: this.#accepted,
       refused: this.#refused,
-      acceptErrors: this.#acceptLoop.connectionErrors + this.#acceptErrorsBefore + (this.#listener?.acceptErrors ?? 0),
+      acceptErrors: this.#acceptErrors,
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
@@ -508,9 +519,7 @@ export class SocketServer implements RegisteredServer {
     this.#expectState("running", "suspend");
     this.#state = "suspended";
     const listener = this.#listener!;
-    this.#refusedBefore += listener.refused;
-    this.#acceptErrorsBefore += listener.acceptErrors ?? 0;
-    this.#listener = undefined;
+    this.#retire(listener);
     await listener.close();
   }
 
@@ -591,9 +600,7 @@ export class SocketServer implements RegisteredServer {
     }
     this.#state = "stopping";
     const listener = this.#listener;
-    this.#listener = undefined;
-    this.#refusedBefore += listener?.refused ?? 0;
-    this.#acceptErrorsBefore += listener?.acceptErrors ?? 0;
+    if (listener !== undefined) this.#retire(listener);
     const released = listener?.close();
     let ended = 0;
     if (timeoutMs !== undefined && this.#sessions.size > 0) {

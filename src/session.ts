@@ -10,10 +10,9 @@ import { raise, type SessionEndReason } from "./end_reason.ts";
 import type { ResolvedSessionOptions } from "./options.ts";
 import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
 
-
 /**
- * Per-session settings (proc_socket_server's SpawnOpts tuned the per-session process;
- * these tune the per-session socket).
+ * Per-session settings (proc_socket_server's SpawnOpts tuned the
+ * per-session process; these tune the per-session socket).
  *
  * @example Closing silent sessions after a minute
  * ```ts
@@ -153,7 +152,6 @@ type Waited = Uint8Array | null | IteratorResult<Uint8Array>;
 
 // One settled promise serves every send() that needs no waiting.
 const RESOLVED: Promise<void> = Promise.resolve();
-
 
 /**
  * Options of one `recv()` call.
@@ -416,9 +414,10 @@ export class Session {
    * together. Once the connection can carry no more bytes (closed by either
    * side, reset, failed), it rejects with code `"socket_closed"` or
    * `"socket_error"` (`"timeout"` once the idle timeout closed it); letting
-   * that error propagate ends the session with that reason, not as a crash. (A send already waiting for the peer when
-   * the connection goes resolves: its bytes were taken while it was open.) Rejects with `"packet_too_large"` when
-   * the data does not fit the header.
+   * that error propagate ends the session with that reason, not as a crash.
+   * (A send already waiting for the peer when the connection goes resolves:
+   * its bytes were taken while it was open.) Rejects with
+   * `"packet_too_large"` when the data does not fit the header.
    *
    * @param data The packet's body.
    * @returns A promise resolved once the data is accepted.

@@ -192,7 +192,7 @@ export interface Connection {
  * ```ts
  * import type { TransportSocket } from "@pico/socket-server/transport";
  * const address = { hostname: "127.0.0.1", port: 1 };
- * const sink: TransportSocket = {
+ * const socket: TransportSocket = {
  *   remoteAddress: address,
  *   localAddress: address,
  *   setReading: () => {},

@@ -13,7 +13,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { encodePacket, type PacketType } from "../src/framing.ts";
 import { concat } from "./support/bytes.ts";
-import { Client, sleep } from "./support/client.ts";
+import { canBind, Client, sleep } from "./support/client.ts";
 import { type FaultReport, FaultServer, type FaultServerConfig, type RuntimeName } from "./support/fault_child.ts";
 
 /** How many peers and bytes each case uses. */
@@ -398,7 +398,7 @@ export const faultCases: FaultCase[] = [
   })),
   {
     name: "a length header of 0xFFFFFFFF and an endless line are refused at packetSize, before they are buffered",
-    run: (transport, scale, host) => {
+    run: async (transport, scale, host) => {
       const piece = new Uint8Array(64 * 1024).fill(0x78);
       const attack = async (packetType: PacketType, first: Uint8Array) => {
         await withFaultServer(
@@ -421,32 +421,29 @@ export const faultCases: FaultCase[] = [
           },
         );
       };
-      return (async () => {
-        await attack(4, new Uint8Array([0xff, 0xff, 0xff, 0xff]));
-        await attack("line", piece);
-        return {};
-      })();
+      await attack(4, new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+      await attack("line", piece);
+      return {};
     },
   },
   {
     name: "stop() with a full waiting queue closes every connection and releases the port",
-    run: (transport, scale, host) => {
+    run: async (transport, scale, host) => {
       const config: FaultServerConfig = { transport, handler: "echo", max: 1, packet: 4 };
-      return (async () => {
-        const server = await FaultServer.start(config, host?.runtime, host?.executable);
-        try {
-          const clients = await connectMany(server.port, scale.stopWaiting + 1);
-          await server.until((r) => r.num === 1, "one running session");
-          const started = performance.now();
-          const report = await server.stop();
-          await Promise.all(clients.map((client) => client.whenClosed(10_000)));
-          assert.deepEqual(report.unhandled, []);
-          assert.equal(report.num, 0);
-          return { honestMs: performance.now() - started, note: "ms to stop" };
-        } finally {
-          await server.kill();
-        }
-      })();
+      const server = await FaultServer.start(config, host?.runtime, host?.executable);
+      try {
+        const clients = await connectMany(server.port, scale.stopWaiting + 1);
+        await server.until((r) => r.num === 1, "one running session");
+        const started = performance.now();
+        const report = await server.stop();
+        await Promise.all(clients.map((client) => client.whenClosed(10_000)));
+        assert.deepEqual(report.unhandled, []);
+        assert.equal(report.num, 0);
+        assert.ok(await canBind(server.port), "the port can be bound again");
+        return { honestMs: performance.now() - started, note: "ms to stop" };
+      } finally {
+        await server.kill();
+      }
     },
   },
   {

@@ -42,7 +42,6 @@ export class FaultServer {
   #child: ChildProcess;
   #pending = new Map<number, (report: FaultReport) => void>();
   #nextId = 1;
-  #output = "";
   #stderr = "";
   #exited: Promise<number | null>;
 
@@ -88,7 +87,6 @@ export class FaultServer {
             server = new FaultServer(child, message.port, exited);
             resolve(server);
           } else if (server !== undefined) {
-            server.#output += `${line}\n`;
             const settle = server.#pending.get(message.id!);
             server.#pending.delete(message.id!);
             settle?.(message as FaultReport);

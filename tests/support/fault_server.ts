@@ -194,7 +194,7 @@ function report(id: number): FaultReport {
     num: status.num,
     waiting: status.waiting,
     accepted: status.accepted,
-    acceptErrors: (status as { acceptErrors?: number }).acceptErrors ?? 0,
+    acceptErrors: status.acceptErrors,
     peak,
     started,
     ended,
