@@ -36,6 +36,9 @@ import type { ListenOptions, Listener, SocketAddress, Transport, TransportSocket
 import { AcceptQueue, acceptedLocalAddress, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { listenOnPath } from "../src/unix_path.ts";
+import { unlinkSync } from "node:fs";
+import { acceptsOnPath, isSocketFile } from "./unix_files.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -46,6 +49,8 @@ interface BunSocket {
   readonly remotePort: number | undefined;
   readonly localAddress: string | undefined;
   readonly localPort: number | undefined;
+  /** TLS: the protocol agreed by ALPN (false or null when none). */
+  readonly alpnProtocol?: string | false | null;
   /** Bytes the kernel took (maybe fewer than given), or -1 once closed. */
   write(data: Uint8Array): number;
   /** With nothing left unsent (Bun buffers nothing): FIN, then close. */
@@ -59,6 +64,8 @@ interface BunSocket {
 }
 interface BunSocketHandler {
   open(socket: BunSocket): void;
+  // Given: Bun calls open at accept also on TLS, before the handshake.
+  handshake?(socket: BunSocket, success: boolean, authorizationError: Error | null): void;
   data(socket: BunSocket, data: Uint8Array): void;
   drain(socket: BunSocket): void;
   end(socket: BunSocket): void;
@@ -66,18 +73,32 @@ interface BunSocketHandler {
   error(socket: BunSocket, error: Error): void;
 }
 interface BunTcpListener {
-  readonly hostname: string;
-  readonly port: number;
+  readonly hostname: string | undefined;
+  readonly port: number | undefined;
   stop(closeActiveConnections?: boolean): void;
   getsockname?(out: { address?: string; port?: number }): void;
 }
 interface BunApi {
-  listen(options: {
-    hostname: string;
-    port: number;
-    allowHalfOpen: boolean;
-    socket: BunSocketHandler;
-  }): BunTcpListener;
+  listen(
+    options: ({ hostname: string; port: number } | { unix: string }) & {
+      allowHalfOpen: boolean;
+      socket: BunSocketHandler;
+      tls?: { cert: string; key: string; ALPNProtocols?: ArrayBuffer };
+    },
+  ): BunTcpListener;
+}
+
+/** ALPN protocol names in TLS's wire format (each after its length), as Bun takes them. */
+function alpnWire(protocols: string[]): ArrayBuffer {
+  const names = protocols.map((protocol) => new TextEncoder().encode(protocol));
+  const wire = new Uint8Array(names.reduce((sum, name) => sum + 1 + name.length, 0));
+  let offset = 0;
+  for (const name of names) {
+    wire[offset++] = name.length;
+    wire.set(name, offset);
+    offset += name.length;
+  }
+  return wire.buffer;
 }
 
 function asError(error: unknown): Error {
@@ -93,6 +114,8 @@ class BunSocketVerbs implements TransportSocket {
   #socket: BunSocket;
   #reading: boolean; // Bun reads the socket
   #wanted: boolean; // the core wants reads
+  // TLS: settled by Bun's handshake handler.
+  #handshake: { promise: Promise<Error | null>; resolve: (failure: Error | null) => void } | undefined;
 
   /**
    * @param local The listener's own address when it is bound to one (see
@@ -107,8 +130,36 @@ class BunSocketVerbs implements TransportSocket {
     this.remoteAddress = { hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     this.connection = new SocketConnection(this, options);
+    if (options.tls !== undefined) {
+      let resolve!: (failure: Error | null) => void;
+      const promise = new Promise<Error | null>((settle) => (resolve = settle));
+      this.#handshake = { promise, resolve };
+    }
+    // A TLS socket's handshake also waits while it is paused.
     this.#reading = this.#wanted = reading;
     if (!reading) socket.pause();
+  }
+
+  get encrypted(): boolean {
+    return this.#handshake !== undefined;
+  }
+
+  get alpnProtocol(): string | null {
+    return this.#socket.alpnProtocol || null;
+  }
+
+  /** Lets Bun read the socket, which runs the handshake; Bun's handshake handler settles it. */
+  handshake(): Promise<Error | null> {
+    if (!this.#reading) {
+      this.#reading = true;
+      this.#socket.resume();
+    }
+    return this.#handshake?.promise ?? Promise.resolve(null);
+  }
+
+  /** Bun's handshake handler (or the socket's close) ended the handshake. */
+  handshaken(failure: Error | null): void {
+    this.#handshake?.resolve(failure);
   }
 
   // Lazily: Bun's reads stop only once data arrives while the core wants
@@ -179,6 +230,9 @@ function handlers(
       // Handed out, held, or (past backlog, or after close) closed.
       queue.offer(verbs.connection);
     },
+    // Bun reports the client certificate's verification too: none is asked for.
+    handshake: (socket, success, authorizationError) =>
+      socket.data?.handshaken(success ? null : asError(authorizationError ?? new Error("The TLS handshake failed"))),
     data: (socket, chunk) => socket.data?.arrived(chunk),
     drain: (socket) => socket.data?.connection.drained(),
     end: (socket) => socket.data?.connection.end(),
@@ -186,6 +240,7 @@ function handlers(
     // reports a peer's reset also as an end of stream, then a close without
     // one.
     close: (socket, error) => {
+      socket.data?.handshaken(new Error("The connection closed during its TLS handshake"));
       if (error !== undefined) socket.data?.connection.error(asError(error));
       socket.data?.connection.gone();
     },
@@ -200,9 +255,19 @@ class BunListener extends QueueListener<SocketConnection> {
   #server: BunTcpListener;
   #closed: Promise<void> | undefined;
 
-  constructor(server: BunTcpListener, queue: AcceptQueue<SocketConnection>, bound: { local: SocketAddress | undefined }) {
+  constructor(
+    server: BunTcpListener,
+    queue: AcceptQueue<SocketConnection>,
+    bound: { local: SocketAddress | undefined },
+    path: string | undefined,
+  ) {
     super(queue);
     this.#server = server;
+    if (path !== undefined) {
+      this.localAddress = { hostname: path, port: 0 };
+      bound.local = acceptedLocalAddress(this.localAddress);
+      return;
+    }
     // getsockname gives the address bound (e.g. 127.0.0.1 for "localhost");
     // `hostname` is only the name asked for.
     const address: { address?: string; port?: number } = {};
@@ -211,7 +276,7 @@ class BunListener extends QueueListener<SocketConnection> {
     } catch {
       // Not available: the name and port Bun reports do.
     }
-    this.localAddress = { hostname: address.address ?? server.hostname, port: address.port ?? server.port };
+    this.localAddress = { hostname: address.address ?? server.hostname ?? "", port: address.port ?? server.port ?? 0 };
     // Known before Bun can call open() (which waits for the event loop).
     bound.local = acceptedLocalAddress(this.localAddress);
   }
@@ -233,15 +298,15 @@ class BunListener extends QueueListener<SocketConnection> {
 }
 
 /** Bun's listen error as the core reports it: a POSIX code and a clear message. */
-function listenError(hostname: string, port: number, error: unknown): Error {
+function listenError(options: ListenOptions, error: unknown): Error {
   const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown };
-  if (typeof code === "string") return listenFailure(hostname, port, code, error);
+  if (typeof code === "string") return listenFailure(options, code, error);
   // Bun throws a bare "Failed to listen at <host>" (no code, no errno) only
   // when the host name does not resolve: Node's ENOTFOUND.
-  if (errno === undefined && error instanceof Error) {
-    return listenFailure(hostname, port, "ENOTFOUND", new Error("host name not found", { cause: error }));
+  if (errno === undefined && error instanceof Error && options.path === undefined) {
+    return listenFailure(options, "ENOTFOUND", new Error("host name not found", { cause: error }));
   }
-  return listenFailure(hostname, port, undefined, error);
+  return listenFailure(options, undefined, error);
 }
 
 function listen(options: ListenOptions): Promise<Listener> {
@@ -249,18 +314,32 @@ function listen(options: ListenOptions): Promise<Listener> {
   if (Bun === undefined || typeof Bun.listen !== "function") {
     return Promise.reject(new Error("The Bun adapter needs Bun (Bun.listen): use the adapter of the running runtime"));
   }
-  const { hostname, port } = options;
+  const { hostname, port, path, tls } = options;
   const queue = new AcceptQueue<SocketConnection>(options);
   const bound: { local: SocketAddress | undefined } = { local: undefined };
-  let server: BunTcpListener;
-  try {
-    // allowHalfOpen: a peer's FIN ends its input only, so that the session
-    // can still answer; the core closes the connection when it is done.
-    server = Bun.listen({ hostname, port, allowHalfOpen: true, socket: handlers(queue, options, bound) });
-  } catch (error) {
-    return Promise.reject(listenError(hostname, port, error));
-  }
-  return Promise.resolve(new BunListener(server, queue, bound));
+  const socket = handlers(queue, options, bound);
+  // Without a handshake handler Bun would call open only after the handshake.
+  if (tls === undefined) delete socket.handshake;
+  const secure = tls === undefined ? undefined : {
+    cert: tls.cert,
+    key: tls.key,
+    ALPNProtocols: tls.alpnProtocols.length > 0 ? alpnWire(tls.alpnProtocols) : undefined,
+  };
+  // allowHalfOpen: a peer's FIN ends its input only, so that the session
+  // can still answer; the core closes the connection when it is done.
+  const bind = () => {
+    const where = path === undefined ? { hostname, port } : { unix: path };
+    return Bun.listen({ ...where, allowHalfOpen: true, socket, tls: secure });
+  };
+  const listening = path === undefined
+    ? Promise.resolve().then(bind)
+    : listenOnPath(path, { listen: bind, isSocket: isSocketFile, accepts: acceptsOnPath, remove: unlinkSync });
+  return listening.then(
+    (server) => new BunListener(server, queue, bound, path),
+    (error) => {
+      throw listenError(options, error);
+    },
+  );
 }
 
 /**

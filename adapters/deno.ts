@@ -42,12 +42,15 @@ import { AcceptLoop } from "../src/accept_loop.ts";
 import { AcceptQueue, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { listenOnPath } from "../src/unix_path.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
+// A TCP address, or a Unix socket's (`path`; null for a client's socket).
 interface DenoNetAddr {
-  hostname: string;
-  port: number;
+  hostname?: string;
+  port?: number;
+  path?: string | null;
 }
 interface DenoTcpConn {
   readonly remoteAddr: DenoNetAddr;
@@ -55,8 +58,11 @@ interface DenoTcpConn {
   read(buffer: Uint8Array): Promise<number | null>;
   write(data: Uint8Array): Promise<number>;
   close(): void;
-  setNoDelay(noDelay?: boolean): void;
-  setKeepAlive(keepAlive?: boolean): void;
+  // TCP only.
+  setNoDelay?(noDelay?: boolean): void;
+  setKeepAlive?(keepAlive?: boolean): void;
+  // TLS only.
+  handshake?(): Promise<{ alpnProtocol: string | null }>;
 }
 interface DenoTcpListener {
   readonly addr: DenoNetAddr;
@@ -64,7 +70,28 @@ interface DenoTcpListener {
   close(): void;
 }
 interface DenoApi {
-  listen(options: { hostname: string; port: number; transport: "tcp"; tcpBacklog: number }): DenoTcpListener;
+  listen(
+    options: { hostname: string; port: number; transport: "tcp"; tcpBacklog: number } | {
+      path: string;
+      transport: "unix";
+    },
+  ): DenoTcpListener;
+  listenTls(options: {
+    hostname: string;
+    port: number;
+    transport: "tcp";
+    cert: string;
+    key: string;
+    alpnProtocols?: string[];
+  }): DenoTcpListener;
+  lstatSync(path: string): { isSocket: boolean | null };
+  removeSync(path: string): void;
+  connect(options: { path: string; transport: "unix" }): Promise<{ close(): void }>;
+}
+
+/** A Deno address as the core's: a Unix socket's path goes in `hostname`, with port 0. */
+function address(addr: DenoNetAddr): SocketAddress {
+  return addr.port === undefined ? { hostname: addr.path ?? "", port: 0 } : { hostname: addr.hostname ?? "", port: addr.port };
 }
 
 // Deno's error classes by name, and the POSIX codes the core reports. Deno 2
@@ -117,12 +144,31 @@ class DenoSocketVerbs implements TransportSocket {
   #released = false; // Deno's resource is closed
   #readBuffer: Uint8Array = new Uint8Array(0);
   #readSize = READ_SIZE_FIRST;
+  #alpnProtocol: string | null = null;
 
   constructor(conn: DenoTcpConn, options: ListenOptions) {
     this.#conn = conn;
-    this.remoteAddress = { hostname: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
-    this.localAddress = { hostname: conn.localAddr.hostname, port: conn.localAddr.port };
+    this.remoteAddress = address(conn.remoteAddr);
+    this.localAddress = address(conn.localAddr);
     this.connection = new SocketConnection(this, options);
+  }
+
+  get encrypted(): boolean {
+    return this.#conn.handshake !== undefined;
+  }
+
+  get alpnProtocol(): string | null {
+    return this.#alpnProtocol;
+  }
+
+  // Closing the connection cancels it: it rejects with Interrupted.
+  async handshake(): Promise<Error | null> {
+    try {
+      this.#alpnProtocol = (await this.#conn.handshake?.())?.alpnProtocol ?? null;
+      return null;
+    } catch (error) {
+      return withCode(error);
+    }
   }
 
   setReading(on: boolean): void {
@@ -192,7 +238,7 @@ class DenoSocketVerbs implements TransportSocket {
 
   setNoDelay(noDelay: boolean): void {
     try {
-      if (!this.#released) this.#conn.setNoDelay(noDelay);
+      if (!this.#released) this.#conn.setNoDelay?.(noDelay);
     } catch {
       // The socket is gone (BadResource): nothing to set.
     }
@@ -202,7 +248,7 @@ class DenoSocketVerbs implements TransportSocket {
   // system's default (net.ipv4.tcp_keepalive_time) applies.
   setKeepAlive(keepAlive: boolean, _initialDelayMs: number): void {
     try {
-      if (!this.#released) this.#conn.setKeepAlive(keepAlive);
+      if (!this.#released) this.#conn.setKeepAlive?.(keepAlive);
     } catch {
       // The socket is gone (BadResource): nothing to set.
     }
@@ -231,15 +277,20 @@ class DenoListener extends QueueListener<SocketConnection> {
   #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
+  // Accepts only for a pending take: Deno starts a TLS handshake as soon as
+  // it accepts, and a handshake must wait for a session slot.
+  #onDemand: boolean;
+
   constructor(listener: DenoTcpListener, options: ListenOptions) {
     super(new AcceptQueue(options));
     this.#listener = listener;
     this.#options = options;
-    this.localAddress = { hostname: listener.addr.hostname, port: listener.addr.port };
+    this.#onDemand = options.tls !== undefined;
+    this.localAddress = address(listener.addr);
     const deno = { accept: () => this.#acceptFromDeno() };
     this.#acceptor = new AcceptLoop({
       listener: () => (this.#closed === undefined ? deno : undefined),
-      hasRoom: () => true,
+      hasRoom: () => !this.#onDemand || this.queue.taking,
       accepted: (connection) => this.queue.offer(connection as SocketConnection),
       failed: (error) => this.queue.fail(error as Error),
     });
@@ -248,6 +299,12 @@ class DenoListener extends QueueListener<SocketConnection> {
 
   get acceptErrors(): number {
     return this.#acceptor.connectionErrors;
+  }
+
+  override accept(): Promise<Connection | null> {
+    const taken = this.queue.take();
+    if (this.#onDemand) this.#acceptor.next();
+    return taken;
   }
 
   close(): Promise<void> {
@@ -289,23 +346,55 @@ class DenoListener extends QueueListener<SocketConnection> {
 function ignore(): void {}
 
 function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port, backlog } = options;
+  const { hostname, port, backlog, path, tls } = options;
   const deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (deno === undefined || typeof deno.listen !== "function") {
     return Promise.reject(
       new Error("The Deno adapter needs Deno (Deno.listen): use the adapter of the running runtime"),
     );
   }
-  let listener: DenoTcpListener;
-  try {
-    // tcpBacklog came with denoland/deno#30541 (2025); older releases ignore
-    // it and keep their own default.
-    listener = deno.listen({ hostname, port, transport: "tcp", tcpBacklog: backlog });
-  } catch (error) {
-    const cause = withCode(error);
-    return Promise.reject(listenFailure(hostname, port, cause.code, cause));
-  }
-  return Promise.resolve(new DenoListener(listener, options));
+  // Deno.listenTls listens on TCP only: TLS on a Unix socket is node:tls's,
+  // through Deno's Node compatibility.
+  if (path !== undefined && tls !== undefined) return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
+  const bind = (): DenoTcpListener => {
+    try {
+      if (path !== undefined) return deno.listen({ path, transport: "unix" });
+      if (tls !== undefined) {
+        const { cert, key, alpnProtocols } = tls;
+        return deno.listenTls({
+          hostname,
+          port,
+          transport: "tcp",
+          cert,
+          key,
+          alpnProtocols: alpnProtocols.length > 0 ? alpnProtocols : undefined,
+        });
+      }
+      // tcpBacklog came with denoland/deno#30541 (2025); older releases ignore
+      // it and keep their own default.
+      return deno.listen({ hostname, port, transport: "tcp", tcpBacklog: backlog });
+    } catch (error) {
+      throw withCode(error);
+    }
+  };
+  const bound = path === undefined ? Promise.resolve().then(bind) : listenOnPath(path, {
+    listen: bind,
+    isSocket: (file) => {
+      try {
+        return deno.lstatSync(file).isSocket === true;
+      } catch {
+        return false;
+      }
+    },
+    accepts: (file) => deno.connect({ path: file, transport: "unix" }).then((conn) => (conn.close(), true), () => false),
+    remove: (file) => deno.removeSync(file),
+  });
+  return bound.then(
+    (listener) => new DenoListener(listener, options),
+    (error) => {
+      throw listenFailure(options, (error as { code?: string }).code, error);
+    },
+  );
 }
 
 /**

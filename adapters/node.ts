@@ -26,7 +26,9 @@
  * @module
  */
 
+import { unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
+import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 import type {
   ListenOptions,
   Listener,
@@ -37,6 +39,8 @@ import type {
 import { AcceptQueue, acceptedLocalAddress, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
+import { listenOnPath } from "../src/unix_path.ts";
+import { acceptsOnPath, isSocketFile } from "./unix_files.ts";
 import {
   acceptWithOwnReads,
   peerAddress,
@@ -67,6 +71,26 @@ function onSocketClose(this: OwnedSocket): void {
 function onSocketDrain(this: OwnedSocket): void {
   this[VERBS]?.connection.drained();
 }
+function ignore(): void {}
+
+/** Listens to a socket's events for its verbs. */
+function attach(socket: OwnedSocket, verbs: NodeSocketVerbs): void {
+  socket[VERBS] = verbs;
+  // Attached at once: an error on a socket without a listener would crash
+  // the process, even while the socket is still waiting to be accepted.
+  // With pauseOnConnect the socket is not read, but Node still reports a
+  // FIN it already saw.
+  socket.on("error", onSocketError);
+  socket.on("end", onSocketEnd);
+  socket.on("close", onSocketClose);
+  socket.on("drain", onSocketDrain);
+}
+
+/** What a TLS listener's connections are wrapped with. */
+interface NodeTls {
+  context: SecureContext;
+  alpnProtocols: string[] | undefined;
+}
 
 /**
  * A Node socket's verbs, as the core's connection machine uses them. Node
@@ -78,7 +102,8 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
   readonly localAddress: SocketAddress;
   /** The core's connection over this socket, which its events go to. */
   readonly connection: SocketConnection;
-  #socket: OwnedSocket;
+  #socket: Socket;
+  #tls: NodeTls | undefined;
   #flowing = false; // 'data' is listened to
 
   /**
@@ -89,22 +114,67 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
    * @param ownReads The socket was made to read into our buffers
    * (acceptWithOwnReads).
    */
-  constructor(socket: Socket, options: ListenOptions, local: SocketAddress | undefined, ownReads: boolean) {
-    const owned = socket as OwnedSocket;
-    this.#socket = owned;
+  constructor(
+    socket: Socket,
+    options: ListenOptions,
+    local: SocketAddress | undefined,
+    ownReads: boolean,
+    tls: NodeTls | undefined,
+  ) {
+    this.#socket = socket;
+    this.#tls = tls;
     this.remoteAddress = peerAddress(socket);
     this.localAddress = local ?? { hostname: socket.localAddress ?? "", port: socket.localPort ?? 0 };
     this.connection = new SocketConnection(this, options);
     if (ownReads) readInto(socket, this);
-    owned[VERBS] = this;
-    // Attached at once: an error on a socket without a listener would crash
-    // the process, even while the socket is still waiting to be accepted.
-    // With pauseOnConnect the socket is not read, but Node still reports a
-    // FIN it already saw.
-    socket.on("error", onSocketError);
-    socket.on("end", onSocketEnd);
-    socket.on("close", onSocketClose);
-    socket.on("drain", onSocketDrain);
+    attach(socket, this);
+  }
+
+  get encrypted(): boolean {
+    return this.#tls !== undefined;
+  }
+
+  get alpnProtocol(): string | null {
+    const agreed = (this.#socket as Partial<TLSSocket>).alpnProtocol;
+    return typeof agreed === "string" ? agreed : null;
+  }
+
+  /**
+   * Wraps the TCP socket, still unread, in a server-side TLS socket, which
+   * takes its events from then on and starts the handshake.
+   */
+  handshake(): Promise<Error | null> {
+    const tls = this.#tls;
+    const raw = this.#socket;
+    if (tls === undefined || raw instanceof TLSSocket) return Promise.resolve(null);
+    if (raw.destroyed) return Promise.resolve(new Error("The connection closed before its TLS handshake"));
+    raw.off("end", onSocketEnd);
+    raw.off("close", onSocketClose);
+    raw.off("drain", onSocketDrain);
+    raw.off("error", onSocketError);
+    // The TLS socket reports the TCP socket's failures.
+    raw.on("error", ignore);
+    const secure = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: tls.context,
+      ALPNProtocols: tls.alpnProtocols,
+    }) as OwnedSocket;
+    this.#socket = secure;
+    return new Promise((resolve) => {
+      const done = (failure: Error | null) => {
+        secure.off("secure", onSecure);
+        secure.off("error", onError);
+        secure.off("close", onClose);
+        resolve(failure);
+      };
+      const onSecure = () => done(null);
+      const onError = (error: Error) => done(error);
+      const onClose = () => done(new Error("The connection closed during its TLS handshake"));
+      secure.once("secure", onSecure);
+      secure.once("error", onError);
+      secure.once("close", onClose);
+      attach(secure, this);
+    });
   }
 
   /** A read into our buffers (acceptWithOwnReads); returns whether it ended inside a packet. */
@@ -194,14 +264,19 @@ class NodeListener extends QueueListener<SocketConnection> {
   #closed: Promise<void> | undefined;
   #ownReads: boolean;
 
-  constructor(server: Server, localAddress: SocketAddress, options: ListenOptions) {
+  #tls: NodeTls | undefined;
+
+  constructor(server: Server, localAddress: SocketAddress, options: ListenOptions, tls: NodeTls | undefined) {
     super(new AcceptQueue(options));
     this.#server = server;
     this.localAddress = localAddress;
     this.#acceptedLocal = acceptedLocalAddress(localAddress);
     this.#options = options;
+    this.#tls = tls;
     const fail = (error: Error) => this.queue.fail(error);
-    this.#ownReads = acceptWithOwnReads(server, options.writeHighWaterMark, (socket) => this.#onConnection(socket), fail);
+    // TLS reads go through Node's TLS socket: our read buffers would only see ciphertext.
+    this.#ownReads = tls === undefined &&
+      acceptWithOwnReads(server, options.writeHighWaterMark, (socket) => this.#onConnection(socket), fail);
     if (!this.#ownReads) server.on("connection", (socket: Socket) => this.#onConnection(socket));
     // After listening, Node reports failed accepts (e.g. EMFILE) here.
     server.on("error", fail);
@@ -223,30 +298,59 @@ class NodeListener extends QueueListener<SocketConnection> {
       socket.destroy();
       return;
     }
-    this.queue.offer(new NodeSocketVerbs(socket, this.#options, this.#acceptedLocal, this.#ownReads).connection);
+    const verbs = new NodeSocketVerbs(socket, this.#options, this.#acceptedLocal, this.#ownReads, this.#tls);
+    this.queue.offer(verbs.connection);
   }
 }
 
-function listen(options: ListenOptions): Promise<Listener> {
-  const { hostname, port, backlog, writeHighWaterMark } = options;
+/** Binds and listens on a port, or on a Unix socket path. */
+function bind(server: Server, options: ListenOptions): Promise<SocketAddress> {
+  const { hostname, port, path, backlog } = options;
   return new Promise((resolve, reject) => {
-    // highWaterMark makes socket.write() report backpressure past the
-    // session's write bound.
-    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, highWaterMark: writeHighWaterMark });
-    const onError = (error: Error & { code?: string }) => {
-      server.close();
-      reject(listenFailure(hostname, port, error.code, error));
-    };
+    const onError = (error: Error & { code?: string }) => reject(error);
     server.once("error", onError);
-    server.listen({ host: hostname, port, backlog, exclusive: true }, () => {
+    const onListening = () => {
       server.off("error", onError);
       const address = server.address();
-      const bound = typeof address === "object" && address !== null
-        ? { hostname: address.address, port: address.port }
-        : { hostname, port };
-      resolve(new NodeListener(server, bound, options));
-    });
+      resolve(
+        typeof address === "object" && address !== null
+          ? { hostname: address.address, port: address.port }
+          : { hostname: path ?? hostname, port: path === undefined ? port : 0 },
+      );
+    };
+    if (path !== undefined) server.listen({ path, backlog, exclusive: true }, onListening);
+    else server.listen({ host: hostname, port, backlog, exclusive: true }, onListening);
   });
+}
+
+async function listen(options: ListenOptions): Promise<Listener> {
+  const { path, tls } = options;
+  const secure = tls === undefined ? undefined : {
+    // A bad certificate or key throws here, before anything is bound.
+    context: createSecureContext({ cert: tls.cert, key: tls.key }),
+    alpnProtocols: tls.alpnProtocols.length > 0 ? tls.alpnProtocols : undefined,
+  };
+  // highWaterMark makes socket.write() report backpressure past the
+  // session's write bound.
+  const make = () =>
+    createServer({ pauseOnConnect: true, allowHalfOpen: true, highWaterMark: options.writeHighWaterMark });
+  let server = make();
+  try {
+    const bound = path === undefined ? await bind(server, options) : await listenOnPath(path, {
+      listen: () => bind(server, options).catch((error) => {
+        server.close();
+        server = make();
+        throw error;
+      }),
+      isSocket: isSocketFile,
+      accepts: acceptsOnPath,
+      remove: unlinkSync,
+    });
+    return new NodeListener(server, bound, options, secure);
+  } catch (error) {
+    server.close();
+    throw listenFailure(options, (error as { code?: string }).code, error);
+  }
 }
 
 /**

@@ -92,7 +92,19 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
     this.localAddress = socket.localAddress;
   }
 
-  // --- Connection: what the session calls.
+  // --- Connection: what the core and the session call.
+
+  get encrypted(): boolean {
+    return this.#socket.encrypted === true;
+  }
+
+  get alpnProtocol(): string | null {
+    return this.#socket.alpnProtocol ?? null;
+  }
+
+  handshake(): Promise<Error | null> {
+    return this.#socket.handshake?.() ?? Promise.resolve(null);
+  }
 
   start(events: ConnectionEvents): void {
     if (this.#events !== undefined || this.#closed) return;

@@ -9,21 +9,27 @@ const TEXT: Record<string, string> = {
   EADDRINUSE: "address already in use",
   EACCES: "permission denied",
   EADDRNOTAVAIL: "address not available",
+  ENOENT: "no such directory",
 };
 
+/** Where a listener listens, as messages say it: `host:port`, or the Unix socket's path. */
+export function endpointName(where: { hostname: string; port: number; path?: string }): string {
+  return where.path ?? `${where.hostname}:${where.port}`;
+}
+
 /**
- * `Cannot listen on <hostname>:<port>: <reason>`, with `code` (e.g.
- * `"EADDRINUSE"`) and the runtime's error as `cause`.
+ * `Cannot listen on <hostname>:<port>: <reason>` (or on the Unix socket's
+ * path), with `code` (e.g. `"EADDRINUSE"`) and the runtime's error as
+ * `cause`.
  */
 export function listenFailure(
-  hostname: string,
-  port: number,
+  where: { hostname: string; port: number; path?: string },
   code: string | undefined,
   cause: unknown,
 ): Error & { code: string } {
   const reason = (code !== undefined ? TEXT[code] : undefined) ??
     (cause instanceof Error ? cause.message : String(cause));
-  const failure = new Error(`Cannot listen on ${hostname}:${port}: ${reason}`, { cause }) as Error & { code: string };
+  const failure = new Error(`Cannot listen on ${endpointName(where)}: ${reason}`, { cause }) as Error & { code: string };
   failure.code = code ?? "socket_error";
   return failure;
 }

@@ -12,7 +12,7 @@ import type { PacketType } from "./framing.ts";
 import type { RefusedConnection, ServerOptions, SessionHandler } from "./server.ts";
 import type { SessionEndReason } from "./end_reason.ts";
 import type { Session, SessionOptions } from "./session.ts";
-import type { Transport } from "./transport.ts";
+import type { TlsSettings, Transport } from "./transport.ts";
 
 /** Checks a packet type given by a caller; throws a clear error otherwise. */
 export function validatePacketType(packetType: unknown): PacketType {
@@ -41,6 +41,11 @@ export interface ResolvedServerOptions {
   name: string | undefined;
   port: number;
   hostname: string;
+  /** A Unix domain socket's path, instead of `hostname` and `port`. */
+  path: string | undefined;
+  /** TLS settings, text and defaults made uniform. */
+  tls: TlsSettings | undefined;
+  handshakeTimeoutMs: number;
   max: number;
   handler: SessionHandler;
   packetType: PacketType;
@@ -73,13 +78,17 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
   if (typeof options !== "object" || options === null) {
     throw invalidArgument("server options", options, "an object");
   }
-  const { name, port = 0, hostname = "0.0.0.0", max, handler, backlog = 4096 } = options;
+  const { name, port = 0, hostname = "0.0.0.0", max, handler, backlog = 4096, handshakeTimeoutMs = 5000 } = options;
   if (name !== undefined && (typeof name !== "string" || name === "")) {
     throw invalidArgument("server name", name, "a non-empty string");
   }
   if (!isInteger(port, 0, 65535)) throw invalidArgument("port", port, "an integer from 0 to 65535");
   if (typeof hostname !== "string" || hostname === "") {
     throw invalidArgument("hostname", hostname, "a non-empty string");
+  }
+  const path = resolvePath(options);
+  if (!(typeof handshakeTimeoutMs === "number" && handshakeTimeoutMs >= 0 && !Number.isNaN(handshakeTimeoutMs))) {
+    throw invalidArgument("handshakeTimeoutMs", handshakeTimeoutMs, "a number of milliseconds, 0 (no limit) or more");
   }
   checkMax(max);
   if (typeof handler !== "function") throw invalidArgument("handler", handler, "a function");
@@ -94,6 +103,9 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
     name,
     port,
     hostname,
+    path,
+    tls: resolveTls(options.tls),
+    handshakeTimeoutMs,
     max,
     handler,
     packetType: validatePacketType(options.packet ?? 0),
@@ -107,6 +119,52 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
     onSessionEnd: options.onSessionEnd,
     onRefused: options.onRefused,
   };
+}
+
+// sun_path holds 108 bytes on Linux, the last one a NUL.
+const PATH_MAX_BYTES = 107;
+
+/** The Unix socket path, checked: not with a port or hostname, and short enough to bind. */
+function resolvePath(options: ServerOptions): string | undefined {
+  const { path } = options;
+  if (path === undefined) return undefined;
+  if (typeof path !== "string" || path === "" || path.includes("\0")) {
+    throw invalidArgument("path", path, "a non-empty file path");
+  }
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes > PATH_MAX_BYTES) {
+    throw invalidArgument("path", path, `a path of at most ${PATH_MAX_BYTES} bytes (a Unix socket's limit), not ${bytes}`);
+  }
+  if ((options.port ?? 0) !== 0 || options.hostname !== undefined) {
+    throw invalidArgument("path", path, "given without port and hostname (a Unix socket has neither)");
+  }
+  return path;
+}
+
+const textDecoder = new TextDecoder();
+
+/** The TLS option, checked, PEM as text, ALPN protocols as a list. */
+function resolveTls(tls: ServerOptions["tls"]): TlsSettings | undefined {
+  if (tls === undefined) return undefined;
+  if (typeof tls !== "object" || tls === null) throw invalidArgument("tls", tls, "an object with cert and key");
+  const pem = (what: "cert" | "key"): string => {
+    const value: unknown = tls[what];
+    const text = value instanceof Uint8Array ? textDecoder.decode(value) : value;
+    if (typeof text !== "string" || !text.includes("-----BEGIN ")) {
+      throw invalidArgument(`tls.${what}`, value, "PEM text (a string or its bytes)");
+    }
+    return text;
+  };
+  const { alpnProtocols = [] } = tls;
+  if (
+    !Array.isArray(alpnProtocols) ||
+    !alpnProtocols.every((protocol) =>
+      typeof protocol === "string" && protocol !== "" && new TextEncoder().encode(protocol).length <= 255
+    )
+  ) {
+    throw invalidArgument("tls.alpnProtocols", alpnProtocols, "an array of protocol names of 1 to 255 bytes");
+  }
+  return { cert: pem("cert"), key: pem("key"), alpnProtocols: [...alpnProtocols] };
 }
 
 /** Checks a session limit. */

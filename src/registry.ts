@@ -23,9 +23,9 @@ function servers(): Map<string, Named> {
   return (holder[REGISTRY_KEY] ??= { servers: new Map() }).servers;
 }
 
-/** The name a server on `port` gets when none is given. */
-export function defaultServerName(port: number): string {
-  return `picoSocketServer_${port}`;
+/** The name a server on `port` (or Unix socket `path`) gets when none is given. */
+export function defaultServerName(portOrPath: number | string): string {
+  return `picoSocketServer_${portOrPath}`;
 }
 
 /** Registers `server` under its name; throws `name_in_use` if taken. */

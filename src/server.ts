@@ -18,6 +18,11 @@ import {
   type SessionOptions,
 } from "./session.ts";
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
+import { endpointName } from "./listen_failure.ts";
+
+function handshakeTimeout(limitMs: number): SocketServerError {
+  return new SocketServerError(`The TLS handshake took longer than ${limitMs} ms`, "timeout");
+}
 
 /**
  * The function that owns one connection's whole protocol, like proc_socket_server's
@@ -69,7 +74,30 @@ export interface ServerOptions {
    * @default {"0.0.0.0"}
    */
   hostname?: string;
-  /** How many sessions may run at once; more connections wait. */
+  /**
+   * Listen on this Unix domain socket path instead of a TCP port (then give
+   * no `port` or `hostname`). A socket file that no process listens on any
+   * more (left by a crashed one) is replaced; one that a process listens on
+   * makes the start reject with `EADDRINUSE`; `stop()` removes the file.
+   */
+  path?: string;
+  /**
+   * Serve TLS: the handler is called once a connection's handshake is done.
+   * Works on a port and on a Unix socket `path`.
+   */
+  tls?: TlsOptions;
+  /**
+   * How long a TLS connection's handshake may take, in milliseconds, from
+   * the moment it takes its session slot; `0`: no limit. A handshake that
+   * fails or takes longer closes the connection, frees its slot, starts no
+   * session and is counted in `status().handshakeFailures`.
+   * @default {5000}
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * How many sessions may run at once; more connections wait. A TLS
+   * connection takes its slot for its handshake already.
+   */
   max: number;
   /** Runs once per connection. */
   handler: SessionHandler;
@@ -119,6 +147,44 @@ export interface ServerOptions {
   onSessionEnd?: (session: Session, reason: SessionEndReason, error?: unknown) => void;
   /** Called for each connection refused because `backlog` were waiting. */
   onRefused?: (info: RefusedConnection) => void;
+}
+
+/**
+ * A TLS server's certificate and key, and the protocols it offers by ALPN.
+ *
+ * @example Serving TLS with a certificate and key from files
+ * ```ts
+ * import { readFileSync } from "node:fs";
+ * import { startServer } from "@pico/socket-server";
+ * const server = await startServer({
+ *   port: 8443,
+ *   max: 100,
+ *   tls: {
+ *     cert: readFileSync("cert.pem"),
+ *     key: readFileSync("key.pem"),
+ *     alpnProtocols: ["echo/1"],
+ *   },
+ *   handler: async (session) => {
+ *     for await (const packet of session) await session.send(packet);
+ *   },
+ * });
+ * ```
+ */
+export interface TlsOptions {
+  /**
+   * The certificate, PEM (text or its bytes); a chain is the server's
+   * certificate followed by the intermediates.
+   */
+  cert: string | Uint8Array;
+  /** The certificate's private key, PEM (text or its bytes), unencrypted. */
+  key: string | Uint8Array;
+  /**
+   * The protocols offered by ALPN, most preferred first: a session's
+   * `alpnProtocol` is the one agreed. A client that offers none of them is
+   * refused by the handshake.
+   * @default {[]} (no ALPN)
+   */
+  alpnProtocols?: string[];
 }
 
 /**
@@ -206,12 +272,25 @@ export interface ServerStatus {
   max: number;
   /** The registered name. */
   name: string;
-  /** The port listened on. */
+  /** The port listened on (`0` on a Unix socket). */
   port: number;
+  /** The Unix socket path listened on, if any. */
+  path?: string;
   /** Where the server is in its life. */
   state: ServerState;
   /** Connections taken so far (sessions started). */
   accepted: number;
+  /**
+   * TLS connections in their handshake now: each holds a session slot, so
+   * `num + handshaking` never exceeds `max`.
+   */
+  handshaking: number;
+  /**
+   * TLS handshakes that failed (a client that is not TLS, a certificate it
+   * refused, no common protocol) or took longer than `handshakeTimeoutMs`:
+   * they started no session.
+   */
+  handshakeFailures: number;
   /** Connections refused because `backlog` were already waiting. */
   refused: number;
   /**
@@ -285,14 +364,18 @@ export class SocketServer implements RegisteredServer {
   #sessions = new Set<Session>();
   #acceptLoop: AcceptLoop = new AcceptLoop({
     listener: () => (this.#state === "running" ? this.#listener : undefined),
-    hasRoom: () => this.#sessions.size < this.#max,
+    hasRoom: () => this.#sessions.size + this.#handshakes.size < this.#max,
     accepted: (connection, listener) => {
       if (this.#state !== "running" || listener !== this.#listener) connection.close();
+      else if (connection.encrypted === true && connection.handshake !== undefined) void this.#handshake(connection);
       else this.#startSession(connection);
     },
     failed: (error) => this.#report(error),
   });
   #accepted = 0;
+  // TLS connections in their handshake: each holds a session slot.
+  #handshakes = new Set<Connection>();
+  #handshakeFailures = 0;
   // Counted by listeners already closed (suspend, stop): refusals, and
   // connections lost before an adapter that accepts ahead could hold them.
   #refusedBefore = 0;
@@ -339,13 +422,15 @@ export class SocketServer implements RegisteredServer {
 
   /** Binds `port` on the transport; a failure becomes a clear error. */
   async #bind(port: number): Promise<Listener> {
-    const { hostname, backlog } = this.#options;
+    const { hostname, backlog, path, tls } = this.#options;
     const transport = this.#transport ??= await this.#loadTransport();
     const session = this.#sessionOptions;
     try {
       return await transport.listen({
         hostname,
         port,
+        path,
+        tls,
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
         lingerMs: session.lingerMs,
@@ -358,7 +443,7 @@ export class SocketServer implements RegisteredServer {
       const code = (error as { code?: unknown } | null)?.code;
       const message = error instanceof Error ? error.message : String(error);
       throw new SocketServerError(
-        message.startsWith("Cannot listen") ? message : `Cannot listen on ${hostname}:${port}: ${message}`,
+        message.startsWith("Cannot listen") ? message : `Cannot listen on ${endpointName({ hostname, port, path })}: ${message}`,
         typeof code === "string" ? code : "socket_error",
         { cause: error },
       );
@@ -386,7 +471,7 @@ export class SocketServer implements RegisteredServer {
     this.#listener = listener;
     this.#port = listener.localAddress.port;
     if (this.#options.name === undefined) {
-      this.#name = defaultServerName(listener.localAddress.port);
+      this.#name = defaultServerName(this.#options.path ?? listener.localAddress.port);
       try {
         register(this);
       } catch (error) {
@@ -407,6 +492,11 @@ export class SocketServer implements RegisteredServer {
   /** The port listened on (the real one when `0` was asked), or 0 before listening. */
   get port(): number {
     return this.#port;
+  }
+
+  /** The Unix socket path listened on, or `undefined` on a TCP port. */
+  get path(): string | undefined {
+    return this.#options.path;
   }
 
   /** The most sessions that may run at once (see {@linkcode SocketServer.setMax}). */
@@ -448,18 +538,22 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   status(): ServerStatus {
-    return {
+    const status: ServerStatus = {
       num: this.#sessions.size,
       max: this.#max,
       name: this.#name,
       port: this.#port,
       state: this.#state,
       accepted: this.#accepted,
+      handshaking: this.#handshakes.size,
+      handshakeFailures: this.#handshakeFailures,
       refused: this.#refused,
       acceptErrors: this.#acceptErrors,
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
       ended: { ...this.#ended },
     };
+    if (this.#options.path !== undefined) status.path = this.#options.path;
+    return status;
   }
 
   /**
@@ -602,6 +696,8 @@ export class SocketServer implements RegisteredServer {
     const listener = this.#listener;
     if (listener !== undefined) this.#retire(listener);
     const released = listener?.close();
+    // Handshakes under way start no session now, drain or not.
+    this.#closeHandshakes();
     let ended = 0;
     if (timeoutMs !== undefined && this.#sessions.size > 0) {
       const before = this.#sessions.size;
@@ -618,6 +714,7 @@ export class SocketServer implements RegisteredServer {
     }
     const closed = this.#sessions.size;
     for (const session of this.#sessions) session.close();
+    this.#closeHandshakes();
     await released;
     unregister(this);
     this.#state = "stopped";
@@ -631,6 +728,39 @@ export class SocketServer implements RegisteredServer {
         "invalid_state",
       );
     }
+  }
+
+  /**
+   * A TLS connection's handshake, holding a session slot; its session starts
+   * once it is done. One that fails or outlasts handshakeTimeoutMs is
+   * closed, counted, and frees its slot.
+   */
+  async #handshake(connection: Connection): Promise<void> {
+    this.#handshakes.add(connection);
+    const limitMs = this.#options.handshakeTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const handshake = connection.handshake!().catch((error) => error instanceof Error ? error : new Error(String(error)));
+    const failure = limitMs === 0 ? await handshake : await Promise.race([
+      handshake,
+      new Promise<Error>((resolve) => {
+        timer = setTimeout(() => resolve(handshakeTimeout(limitMs)), limitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    // Not ours any more: the server stopped and closed it.
+    if (!this.#handshakes.delete(connection)) return;
+    if (failure === null) {
+      this.#startSession(connection);
+      return;
+    }
+    connection.close();
+    this.#handshakeFailures++;
+    this.#acceptLoop.next();
+  }
+
+  #closeHandshakes(): void {
+    for (const connection of this.#handshakes) connection.close();
+    this.#handshakes.clear();
   }
 
   #startSession(connection: Connection): void {

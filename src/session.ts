@@ -256,6 +256,40 @@ export class Session {
   }
 
   /**
+   * Whether the connection is TLS (the server was started with `tls`).
+   *
+   * @example Refusing plain connections to a command
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function admin(session: Session): Promise<void> {
+   *   if (!session.encrypted) return session.close();
+   *   await session.send("welcome\n");
+   * }
+   * ```
+   */
+  get encrypted(): boolean {
+    return this.#connection.encrypted === true;
+  }
+
+  /**
+   * The protocol the client and server agreed by ALPN during the TLS
+   * handshake (one of the server's `tls.alpnProtocols`), or `null`: no TLS,
+   * or the client offered none the server has.
+   *
+   * @example Choosing a protocol
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * async function serve(session: Session): Promise<void> {
+   *   if (session.alpnProtocol === "echo/2") await session.send("v2\n");
+   *   else await session.send("v1\n");
+   * }
+   * ```
+   */
+  get alpnProtocol(): string | null {
+    return this.#connection.alpnProtocol ?? null;
+  }
+
+  /**
    * Wraps a started connection. Called by the server, not by handlers.
    *
    * @param init The connection and how to frame it.

@@ -46,10 +46,35 @@
  * ```
  */
 export interface SocketAddress {
-  /** The IP address, e.g. `"127.0.0.1"` or `"::1"`. */
+  /**
+   * The IP address, e.g. `"127.0.0.1"` or `"::1"`; on a Unix domain socket,
+   * the socket's path (`""` for a client's socket, which has none).
+   */
   hostname: string;
-  /** The TCP port. */
+  /** The TCP port (`0` on a Unix domain socket). */
   port: number;
+}
+
+/**
+ * A TLS server's certificate, key and protocols, as a listener gets them.
+ *
+ * @example The settings of a listener that offers HTTP/1.1 by ALPN
+ * ```ts
+ * import type { TlsSettings } from "@pico/socket-server/transport";
+ * const settings: TlsSettings = {
+ *   cert: "-----BEGIN CERTIFICATE-----\n...",
+ *   key: "-----BEGIN PRIVATE KEY-----\n...",
+ *   alpnProtocols: ["http/1.1"],
+ * };
+ * ```
+ */
+export interface TlsSettings {
+  /** The certificate chain, PEM: the server's certificate first. */
+  cert: string;
+  /** The private key, PEM. */
+  key: string;
+  /** The protocols offered by ALPN, most preferred first (empty: no ALPN). */
+  alpnProtocols: string[];
 }
 
 /**
@@ -72,6 +97,18 @@ export interface ListenOptions {
   hostname: string;
   /** The port to bind; `0` lets the OS pick one. */
   port: number;
+  /**
+   * A Unix domain socket's path to listen on instead of `hostname` and
+   * `port`. A socket file no process listens on (left by a crashed one) is
+   * replaced; one a process listens on makes `listen()` reject with
+   * `EADDRINUSE`. Closing the listener removes the file.
+   */
+  path?: string;
+  /**
+   * Serve TLS with these settings. The listener's connections are then
+   * `encrypted`, and their handshake waits for `handshake()`.
+   */
+  tls?: TlsSettings;
   /** How many connections may wait un-served before new ones are refused. */
   backlog: number;
   /**
@@ -151,6 +188,17 @@ export interface Connection {
   readonly remoteAddress: SocketAddress;
   /** This side's address. */
   readonly localAddress: SocketAddress;
+  /** Whether the connection is TLS: the core then calls `handshake()` before `start()`. */
+  readonly encrypted?: boolean;
+  /** The protocol agreed by ALPN once the handshake is done, or `null`. */
+  readonly alpnProtocol?: string | null;
+  /**
+   * Runs the TLS handshake, which does not start before this call (so the
+   * core's session limit bounds handshakes too). Resolves `null` once it is
+   * done, or with what ended it (a failure, or `close()` during it). Never
+   * rejects.
+   */
+  handshake?(): Promise<Error | null>;
   /**
    * Starts delivering events; called once, when the connection's session
    * starts. Until then the connection's bytes are not read.
@@ -211,6 +259,12 @@ export interface TransportSocket {
   readonly remoteAddress: SocketAddress;
   /** This side's address. */
   readonly localAddress: SocketAddress;
+  /** Whether the socket is TLS (then it has `handshake`). */
+  readonly encrypted?: boolean;
+  /** The protocol agreed by ALPN once the handshake is done, or `null`. */
+  readonly alpnProtocol?: string | null;
+  /** Runs the TLS handshake: see `Connection.handshake`. */
+  handshake?(): Promise<Error | null>;
   /**
    * Starts (`true`) or stops (`false`) reading. Data may still arrive after
    * a stop (a read under way, or an adapter that stops its runtime's reads
