@@ -39,6 +39,7 @@ import { listenFailure } from "../src/listen_failure.ts";
 import { listenOnPath } from "../src/unix_path.ts";
 import { unlinkSync } from "node:fs";
 import { acceptsOnPath, isSocketFile } from "./unix_files.ts";
+import { checkTls } from "./tls_check.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -315,6 +316,11 @@ function listen(options: ListenOptions): Promise<Listener> {
     return Promise.reject(new Error("The Bun adapter needs Bun (Bun.listen): use the adapter of the running runtime"));
   }
   const { hostname, port, path, tls } = options;
+  try {
+    if (tls !== undefined) checkTls(tls);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const queue = new AcceptQueue<SocketConnection>(options);
   const bound: { local: SocketAddress | undefined } = { local: undefined };
   const socket = handlers(queue, options, bound);

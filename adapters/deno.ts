@@ -61,8 +61,6 @@ interface DenoTcpConn {
   // TCP only.
   setNoDelay?(noDelay?: boolean): void;
   setKeepAlive?(keepAlive?: boolean): void;
-  // TLS only.
-  handshake?(): Promise<{ alpnProtocol: string | null }>;
 }
 interface DenoTcpListener {
   readonly addr: DenoNetAddr;
@@ -76,14 +74,6 @@ interface DenoApi {
       transport: "unix";
     },
   ): DenoTcpListener;
-  listenTls(options: {
-    hostname: string;
-    port: number;
-    transport: "tcp";
-    cert: string;
-    key: string;
-    alpnProtocols?: string[];
-  }): DenoTcpListener;
   lstatSync(path: string): { isSocket: boolean | null };
   removeSync(path: string): void;
   connect(options: { path: string; transport: "unix" }): Promise<{ close(): void }>;
@@ -144,31 +134,12 @@ class DenoSocketVerbs implements TransportSocket {
   #released = false; // Deno's resource is closed
   #readBuffer: Uint8Array = new Uint8Array(0);
   #readSize = READ_SIZE_FIRST;
-  #alpnProtocol: string | null = null;
 
   constructor(conn: DenoTcpConn, options: ListenOptions) {
     this.#conn = conn;
     this.remoteAddress = address(conn.remoteAddr);
     this.localAddress = address(conn.localAddr);
     this.connection = new SocketConnection(this, options);
-  }
-
-  get encrypted(): boolean {
-    return this.#conn.handshake !== undefined;
-  }
-
-  get alpnProtocol(): string | null {
-    return this.#alpnProtocol;
-  }
-
-  // Closing the connection cancels it: it rejects with Interrupted.
-  async handshake(): Promise<Error | null> {
-    try {
-      this.#alpnProtocol = (await this.#conn.handshake?.())?.alpnProtocol ?? null;
-      return null;
-    } catch (error) {
-      return withCode(error);
-    }
   }
 
   setReading(on: boolean): void {
@@ -277,20 +248,16 @@ class DenoListener extends QueueListener<SocketConnection> {
   #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
-  // Accepts only for a pending take: Deno starts a TLS handshake as soon as
-  // it accepts, and a handshake must wait for a session slot.
-  #onDemand: boolean;
 
   constructor(listener: DenoTcpListener, options: ListenOptions) {
     super(new AcceptQueue(options));
     this.#listener = listener;
     this.#options = options;
-    this.#onDemand = options.tls !== undefined;
     this.localAddress = address(listener.addr);
     const deno = { accept: () => this.#acceptFromDeno() };
     this.#acceptor = new AcceptLoop({
       listener: () => (this.#closed === undefined ? deno : undefined),
-      hasRoom: () => !this.#onDemand || this.queue.taking,
+      hasRoom: () => true,
       accepted: (connection) => this.queue.offer(connection as SocketConnection),
       failed: (error) => this.queue.fail(error as Error),
     });
@@ -299,12 +266,6 @@ class DenoListener extends QueueListener<SocketConnection> {
 
   get acceptErrors(): number {
     return this.#acceptor.connectionErrors;
-  }
-
-  override accept(): Promise<Connection | null> {
-    const taken = this.queue.take();
-    if (this.#onDemand) this.#acceptor.next();
-    return taken;
   }
 
   close(): Promise<void> {
@@ -353,23 +314,15 @@ function listen(options: ListenOptions): Promise<Listener> {
       new Error("The Deno adapter needs Deno (Deno.listen): use the adapter of the running runtime"),
     );
   }
-  // Deno.listenTls listens on TCP only: TLS on a Unix socket is node:tls's,
-  // through Deno's Node compatibility.
-  if (path !== undefined && tls !== undefined) return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
+  // TLS is node:tls's, through Deno's Node compatibility (the Node
+  // adapter): Deno.listenTls starts each handshake as soon as it accepts, so
+  // one could not wait for a session slot, and a TlsConn closed during its
+  // handshake keeps its socket until the handshake ends (denoland/deno#14547),
+  // so a peer that stalls it would hold a descriptor for as long as it likes.
+  if (tls !== undefined) return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
   const bind = (): DenoTcpListener => {
     try {
       if (path !== undefined) return deno.listen({ path, transport: "unix" });
-      if (tls !== undefined) {
-        const { cert, key, alpnProtocols } = tls;
-        return deno.listenTls({
-          hostname,
-          port,
-          transport: "tcp",
-          cert,
-          key,
-          alpnProtocols: alpnProtocols.length > 0 ? alpnProtocols : undefined,
-        });
-      }
       // tcpBacklog came with denoland/deno#30541 (2025); older releases ignore
       // it and keep their own default.
       return deno.listen({ hostname, port, transport: "tcp", tcpBacklog: backlog });

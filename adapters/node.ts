@@ -41,6 +41,7 @@ import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { listenOnPath } from "../src/unix_path.ts";
 import { acceptsOnPath, isSocketFile } from "./unix_files.ts";
+import { checkTls } from "./tls_check.ts";
 import {
   acceptWithOwnReads,
   peerAddress,
@@ -164,14 +165,18 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
       const done = (failure: Error | null) => {
         secure.off("secure", onSecure);
         secure.off("error", onError);
+        secure.off("end", onClose);
         secure.off("close", onClose);
         resolve(failure);
       };
       const onSecure = () => done(null);
       const onError = (error: Error) => done(error);
+      // An end of stream before the handshake is done (a peer that sent a
+      // ClientHello and reset comes as one) ends it.
       const onClose = () => done(new Error("The connection closed during its TLS handshake"));
       secure.once("secure", onSecure);
       secure.once("error", onError);
+      secure.once("end", onClose);
       secure.once("close", onClose);
       attach(secure, this);
     });
@@ -325,6 +330,7 @@ function bind(server: Server, options: ListenOptions): Promise<SocketAddress> {
 
 async function listen(options: ListenOptions): Promise<Listener> {
   const { path, tls } = options;
+  if (tls !== undefined) checkTls(tls);
   const secure = tls === undefined ? undefined : {
     // A bad certificate or key throws here, before anything is bound.
     context: createSecureContext({ cert: tls.cert, key: tls.key }),

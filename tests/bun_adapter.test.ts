@@ -4,10 +4,12 @@ import { describe } from "node:test";
 import { bunTransport } from "../adapters/bun.ts";
 import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
+import { secure } from "./secure.ts";
 
 if ("Bun" in globalThis) {
   conformance("bun adapter", bunTransport);
   faults("bun adapter", "bun");
+  secure("bun adapter", bunTransport);
 } else {
   describe.skip("bun adapter (needs Bun)", () => {});
 }

@@ -752,7 +752,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
         },
       }, async (server) => {
         const client = await Client.connect(server.port);
-        client.socket.pause();
+        client.stopReading();
         // Wait until sending stalls: kernel buffers full, then the bound.
         let last = -1;
         while (sent !== last) {
@@ -791,7 +791,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
         onSessionEnd: () => (ended = true),
       }, async (server) => {
         const client = await Client.connect(server.port);
-        client.socket.pause();
+        client.stopReading();
         await until(() => ended, "the session to end");
         await body(client);
       });
@@ -839,7 +839,7 @@ export function conformance(label: string, transport: Transport, api: Api = sour
           received += chunk.length;
           if (resting || Math.floor(received / (1024 * 1024)) === Math.floor(before / (1024 * 1024))) return;
           resting = true;
-          client.socket.pause();
+          client.stopReading();
           setTimeout(() => {
             resting = false;
             client.socket.resume();

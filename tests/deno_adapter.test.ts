@@ -6,6 +6,7 @@ import { denoTransport } from "../adapters/deno.ts";
 import { startServer } from "../mod.ts";
 import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
+import { secure } from "./secure.ts";
 import { Client, until } from "./support/client.ts";
 
 // The parts of Deno's listener and connection the adapter uses.
@@ -25,6 +26,7 @@ interface DenoListen {
 if ("Deno" in globalThis) {
   conformance("deno adapter", denoTransport);
   faults("deno adapter", "deno");
+  secure("deno adapter", denoTransport);
 
   describe("deno adapter: write ops", () => {
     test("the packets a handler answers at once leave in one write op", async () => {

@@ -9,11 +9,12 @@
  * runs them at SMALL. Each returns the figures the stress table prints.
  */
 
+import { existsSync } from "node:fs";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { encodePacket, type PacketType } from "../src/framing.ts";
 import { concat } from "./support/bytes.ts";
-import { canBind, Client, sleep } from "./support/client.ts";
+import { canBind, Client, type Endpoint, sleep } from "./support/client.ts";
 import { type FaultReport, FaultServer, type FaultServerConfig, type RuntimeName } from "./support/fault_child.ts";
 
 /** How many peers and bytes each case uses. */
@@ -84,10 +85,22 @@ export interface FaultHost {
   executable?: string;
 }
 
+/**
+ * What a case's server listens with: an adapter's name (TCP), or the adapter
+ * with TLS and/or a Unix socket.
+ */
+export type FaultTransport =
+  | FaultServerConfig["transport"]
+  | Pick<FaultServerConfig, "transport" | "tls" | "unix">;
+
+function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | "tls" | "unix"> {
+  return typeof transport === "string" ? { transport } : transport;
+}
+
 /** One fault case: its name and what it does against a server of `transport` on `host`. */
 export interface FaultCase {
   name: string;
-  run(transport: FaultServerConfig["transport"], scale: FaultScale, host?: FaultHost): Promise<FaultFigures>;
+  run(transport: FaultTransport, scale: FaultScale, host?: FaultHost): Promise<FaultFigures>;
 }
 
 function frame(packetType: PacketType, body: Uint8Array | string): Uint8Array {
@@ -133,7 +146,7 @@ async function withFaultServer(
 }
 
 /** Connects an honest client, sends `request` and times the answer of `answerLength` bytes. */
-async function honestRoundTrip(port: number, request: Uint8Array, answerLength: number): Promise<number> {
+async function honestRoundTrip(port: Endpoint, request: Uint8Array, answerLength: number): Promise<number> {
   const started = performance.now();
   const client = await Client.connect(port);
   try {
@@ -147,12 +160,8 @@ async function honestRoundTrip(port: number, request: Uint8Array, answerLength: 
 }
 
 /** Opens `count` connections at once (in groups, so the client side keeps up). */
-async function connectMany(port: number, count: number, group = 100): Promise<Client[]> {
-  const clients: Client[] = [];
-  for (let i = 0; i < count; i += group) {
-    clients.push(...await Promise.all(Array.from({ length: Math.min(group, count - i) }, () => Client.connect(port))));
-  }
-  return clients;
+function connectMany(endpoint: Endpoint, count: number, group = 100): Promise<Client[]> {
+  return Client.connectMany(endpoint, count, group);
 }
 
 const PING = frame(4, "ping");
@@ -162,8 +171,8 @@ function sendLoopCase(name: string, leave: (client: Client) => Promise<void>): F
   return {
     name,
     run: (transport, _scale, host) =>
-      withFaultServer({ transport, handler: "stream", max: 4, packet: 4 }, host, async (server) => {
-        const client = await Client.connect(server.port);
+      withFaultServer({ ...over(transport), handler: "stream", max: 4, packet: 4 }, host, async (server) => {
+        const client = await Client.connect(server.endpoint);
         await client.received(64 * 1024);
         await leave(client);
         // The server must still run timers and answer: a frozen loop cannot.
@@ -174,7 +183,7 @@ function sendLoopCase(name: string, leave: (client: Client) => Promise<void>): F
         assert.ok(reasons.every((reason) => reason === "socket_closed" || reason === "socket_error"), reasons.join());
         // A new peer is streamed to as before.
         const started = performance.now();
-        const next = await Client.connect(server.port);
+        const next = await Client.connect(server.endpoint);
         await next.received(64 * 1024);
         next.destroy();
         return { honestMs: performance.now() - started, note: reasons.join() };
@@ -200,15 +209,15 @@ export const faultCases: FaultCase[] = [
   {
     name: "connections reset while they wait for a slot are skipped at once: an honest client is served",
     run: (transport, scale, host) =>
-      withFaultServer({ transport, handler: "echo", max: 1, packet: 4 }, host, async (server) => {
-        const holder = await Client.connect(server.port);
+      withFaultServer({ ...over(transport), handler: "echo", max: 1, packet: 4 }, host, async (server) => {
+        const holder = await Client.connect(server.endpoint);
         await holder.write(PING);
         await holder.received(PING.length);
-        const doomed = await connectMany(server.port, scale.backlogResets);
+        const doomed = await connectMany(server.endpoint, scale.backlogResets);
         for (const client of doomed) client.reset();
         await sleep(50);
         holder.destroy();
-        const honestMs = await honestRoundTrip(server.port, PING, PING.length);
+        const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
         const report = await server.status();
         return { honestMs, peak: report.peak, note: `acceptErrors ${report.acceptErrors}` };
       }),
@@ -216,9 +225,9 @@ export const faultCases: FaultCase[] = [
   {
     name: "a peer that resets mid-packet ends only its own session",
     run: (transport, _scale, host) =>
-      withFaultServer({ transport, handler: "echo", max: 4, packet: 4 }, host, async (server) => {
-        const honest = await Client.connect(server.port);
-        const hostile = await Client.connect(server.port);
+      withFaultServer({ ...over(transport), handler: "echo", max: 4, packet: 4 }, host, async (server) => {
+        const honest = await Client.connect(server.endpoint);
+        const hostile = await Client.connect(server.endpoint);
         const packet = frame(4, new Uint8Array(4096).fill(7));
         await hostile.write(packet.subarray(0, 1000));
         await server.until((r) => r.num === 2, "both sessions");
@@ -236,12 +245,12 @@ export const faultCases: FaultCase[] = [
     name: "a peer that sends half a packet and goes silent is ended by the idle timeout, no one else",
     run: (transport, _scale, host) =>
       withFaultServer(
-        { transport, handler: "echo", max: 4, packet: 4, session: { idleTimeoutMs: 300 } },
+        { ...over(transport), handler: "echo", max: 4, packet: 4, session: { idleTimeoutMs: 300 } },
         host,
         async (server) => {
-          const silent = await Client.connect(server.port);
+          const silent = await Client.connect(server.endpoint);
           await silent.write(frame(4, new Uint8Array(100)).subarray(0, 50));
-          const honestMs = await honestRoundTrip(server.port, PING, PING.length);
+          const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
           await silent.whenClosed(5000);
           const report = await server.until((r) => r.num === 0, "the silent session to end");
           assert.equal(report.ended.timeout, 1);
@@ -252,9 +261,9 @@ export const faultCases: FaultCase[] = [
   {
     name: "a flood of 10x max connections: never more than max at once, every one served, none lost",
     run: (transport, scale, host) =>
-      withFaultServer({ transport, handler: "echo", max: scale.floodMax, packet: 4 }, host, async (server) => {
+      withFaultServer({ ...over(transport), handler: "echo", max: scale.floodMax, packet: 4 }, host, async (server) => {
         const count = scale.floodMax * 10;
-        const clients = await connectMany(server.port, count);
+        const clients = await connectMany(server.endpoint, count);
         const started = performance.now();
         await Promise.all(clients.map(async (client, i) => {
           const request = frame(4, `request ${i}`);
@@ -272,12 +281,12 @@ export const faultCases: FaultCase[] = [
   {
     name: "churn of many connections leaves no descriptor and no live memory behind",
     run: (transport, scale, host) =>
-      withFaultServer({ transport, handler: "echo", max: scale.churnBatch, packet: 4 }, host, async (server) => {
+      withFaultServer({ ...over(transport), handler: "echo", max: scale.churnBatch, packet: 4 }, host, async (server) => {
         const before = await server.collected();
         let peakRss = before.rss;
         for (let done = 0; done < scale.churn; done += scale.churnBatch) {
           await Promise.all(Array.from({ length: Math.min(scale.churnBatch, scale.churn - done) }, async (_, i) => {
-            const client = await Client.connect(server.port);
+            const client = await Client.connect(server.endpoint);
             const request = frame(4, `churn ${done + i}`);
             await client.write(request);
             await client.received(request.length);
@@ -302,10 +311,12 @@ export const faultCases: FaultCase[] = [
   {
     name: "peers that never read hold at most writeHighWaterMark plus a packet each",
     run: (transport, scale, host) =>
-      withFaultServer({ transport, handler: "stream", max: scale.neverReading, packet: 4 }, host, async (server) => {
+      withFaultServer({ ...over(transport), handler: "stream", max: scale.neverReading, packet: 4 }, host, async (server) => {
         const before = await server.collected();
-        const clients = await connectMany(server.port, scale.neverReading);
-        for (const client of clients) client.socket.pause();
+        const clients = await connectMany(server.endpoint, scale.neverReading);
+        // Over TLS, they read until their handshake is done.
+        await Promise.all(clients.map((client) => client.secured()));
+        for (const client of clients) client.stopReading();
         await server.until((r) => r.num === scale.neverReading, "every session");
         // Long enough for every session to fill the kernel's buffers and its
         // own, and for a growing one to show.
@@ -329,10 +340,10 @@ export const faultCases: FaultCase[] = [
   {
     name: "a peer that floods and never reads is held back by the write and read bounds",
     run: (transport, scale, host) =>
-      withFaultServer({ transport, handler: "echo", max: 4 }, host, async (server) => {
+      withFaultServer({ ...over(transport), handler: "echo", max: 4 }, host, async (server) => {
         const before = await server.collected();
-        const flooder = await Client.connect(server.port);
-        flooder.socket.pause();
+        const flooder = await Client.connect(server.endpoint);
+        flooder.stopReading();
         const piece = new Uint8Array(64 * 1024).fill(0x66);
         let sent = 0;
         // Writes until the flood is sent or the server stops taking it (the
@@ -344,7 +355,7 @@ export const faultCases: FaultCase[] = [
           sent += piece.length;
         }
         const during = await server.status();
-        const honestMs = await honestRoundTrip(server.port, new TextEncoder().encode("hello"), 5);
+        const honestMs = await honestRoundTrip(server.endpoint, new TextEncoder().encode("hello"), 5);
         flooder.destroy();
         await server.until((r) => r.num === 0, "the sessions to end");
         const rssGrowth = during.rss - before.rss;
@@ -358,13 +369,13 @@ export const faultCases: FaultCase[] = [
     name: `packet ${packetType}: seeded random bytes at random split points end only their own sessions`,
     run: (transport, scale, host) =>
       withFaultServer(
-        { transport, handler: "echo", max: scale.fuzzPeers + 1, packet: packetType, packetSize: 1024 },
+        { ...over(transport), handler: "echo", max: scale.fuzzPeers + 1, packet: packetType, packetSize: 1024 },
         host,
         async (server) => {
-          const honest = await Client.connect(server.port);
+          const honest = await Client.connect(server.endpoint);
           const next = random(typeof packetType === "number" ? packetType * 7919 : 104729);
           const hostile = Promise.all(Array.from({ length: scale.fuzzPeers }, async (_, peer) => {
-            const client = await Client.connect(server.port);
+            const client = await Client.connect(server.endpoint);
             let sent = 0;
             while (sent < scale.fuzzBytes && !client.closed) {
               const piece = new Uint8Array(1 + Math.floor(next() * 2048));
@@ -402,11 +413,11 @@ export const faultCases: FaultCase[] = [
       const piece = new Uint8Array(64 * 1024).fill(0x78);
       const attack = async (packetType: PacketType, first: Uint8Array) => {
         await withFaultServer(
-          { transport, handler: "echo", max: 2, packet: packetType, packetSize: 64 * 1024 },
+          { ...over(transport), handler: "echo", max: 2, packet: packetType, packetSize: 64 * 1024 },
           host,
           async (server) => {
             const before = await server.collected();
-            const client = await Client.connect(server.port);
+            const client = await Client.connect(server.endpoint);
             await client.write(first);
             let sent = 0;
             while (!client.closed && sent < scale.hostileStream) {
@@ -429,17 +440,18 @@ export const faultCases: FaultCase[] = [
   {
     name: "stop() with a full waiting queue closes every connection and releases the port",
     run: async (transport, scale, host) => {
-      const config: FaultServerConfig = { transport, handler: "echo", max: 1, packet: 4 };
+      const config: FaultServerConfig = { ...over(transport), handler: "echo", max: 1, packet: 4 };
       const server = await FaultServer.start(config, host?.runtime, host?.executable);
       try {
-        const clients = await connectMany(server.port, scale.stopWaiting + 1);
+        const clients = await connectMany(server.endpoint, scale.stopWaiting + 1);
         await server.until((r) => r.num === 1, "one running session");
         const started = performance.now();
         const report = await server.stop();
         await Promise.all(clients.map((client) => client.whenClosed(10_000)));
         assert.deepEqual(report.unhandled, []);
         assert.equal(report.num, 0);
-        assert.ok(await canBind(server.port), "the port can be bound again");
+        if (server.endpoint.path === undefined) assert.ok(await canBind(server.port), "the port can be bound again");
+        else assert.ok(!existsSync(server.endpoint.path), "the socket file is removed");
         return { honestMs: performance.now() - started, note: "ms to stop" };
       } finally {
         await server.kill();
@@ -453,19 +465,19 @@ export const faultCases: FaultCase[] = [
         "undefined", "null", "string", "number", "bigint", "symbol", "error", "typeerror", "object", "cyclic",
         "throwing-getters", "null-prototype", "function", "rejected-thenable",
       ];
-      await withFaultServer({ transport, handler: "throw", max: 4, packet: "line" }, host, async (server) => {
+      await withFaultServer({ ...over(transport), handler: "throw", max: 4, packet: "line" }, host, async (server) => {
         for (const kind of kinds) {
-          const client = await Client.connect(server.port);
+          const client = await Client.connect(server.endpoint);
           await client.write(`${kind}\n`);
           await client.whenClosed(5000);
         }
         const report = await server.until((r) => r.num === 0 && r.started === kinds.length, "every session to end");
         assert.equal(report.errors.length, kinds.length, report.errors.join("; "));
-        await honestRoundTrip(server.port, new TextEncoder().encode("still here\n"), 11);
+        await honestRoundTrip(server.endpoint, new TextEncoder().encode("still here\n"), 11);
         return {};
       }, { crashes: kinds.length });
-      await withFaultServer({ transport, handler: "throwAtOnce", max: 4 }, host, async (server) => {
-        const clients = await connectMany(server.port, 8);
+      await withFaultServer({ ...over(transport), handler: "throwAtOnce", max: 4 }, host, async (server) => {
+        const clients = await connectMany(server.endpoint, 8);
         await Promise.all(clients.map((client) => client.whenClosed(5000)));
         await server.until((r) => r.started === 8 && r.num === 0, "every session to end");
         return {};
@@ -479,12 +491,17 @@ function mb(bytes: number): string {
   return (bytes / 1024 / 1024).toFixed(1);
 }
 
-/** Registers every fault case as a test against `transport`'s fault servers on this runtime. */
-export function faults(label: string, transport: FaultServerConfig["transport"]): void {
+/**
+ * Registers every fault case as a test against `transport`'s fault servers
+ * on this runtime (over TLS or a Unix socket when it says so; `only` picks
+ * cases by a word of their names).
+ */
+export function faults(label: string, transport: FaultTransport, only?: RegExp, host?: FaultHost): void {
   describe(`${label}: hostile peers (server in a child process)`, () => {
     for (const faultCase of faultCases) {
+      if (only !== undefined && !only.test(faultCase.name)) continue;
       test(faultCase.name, { timeout: 60_000 }, async () => {
-        await faultCase.run(transport, SMALL);
+        await faultCase.run(transport, SMALL, host);
       });
     }
   });

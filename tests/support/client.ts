@@ -3,19 +3,52 @@
  * conformance suite drives every adapter with the same client.
  */
 
+import { readFileSync } from "node:fs";
 import { connect as netConnect, createServer, type Socket } from "node:net";
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+
+/** The test CA (tests/fixtures/tls, made by scripts/make_test_certs.sh), which signed the server's certificate. */
+export const TEST_CA: string = readFileSync(new URL("../fixtures/tls/ca.pem", import.meta.url), "utf8");
+/** The test server's certificate chain and key, for `tls`. */
+export const TEST_TLS: { cert: string; key: string } = {
+  cert: readFileSync(new URL("../fixtures/tls/chain.pem", import.meta.url), "utf8"),
+  key: readFileSync(new URL("../fixtures/tls/server.key", import.meta.url), "utf8"),
+};
+
+/**
+ * Where a server listens, as clients reach it: a loopback port or a Unix
+ * socket path, with TLS or without.
+ */
+export interface Endpoint {
+  port?: number;
+  path?: string;
+  hostname?: string;
+  /** Connect with TLS, trusting the test CA; `alpn` the protocols offered. */
+  tls?: boolean;
+  alpn?: string[];
+}
 
 /** A connected test client that records everything the server sends. */
 export class Client {
   readonly socket: Socket;
+  /** The TCP (or Unix) socket under a TLS client's socket: where a reset goes. */
+  readonly raw: Socket;
   #chunks: Uint8Array[] = [];
   #length = 0;
   #wake: Array<() => void> = [];
   #closed = false;
   #error: Error | undefined;
+  #secured: Promise<void>;
 
-  constructor(socket: Socket) {
+  constructor(socket: Socket, raw: Socket = socket) {
     this.socket = socket;
+    this.raw = raw;
+    this.#secured = socket === raw ? Promise.resolve() : new Promise((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+      socket.once("close", () => reject(new Error("The connection closed before the TLS handshake was done")));
+    });
+    this.#secured.catch(() => {});
     socket.setNoDelay(true);
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
@@ -35,16 +68,53 @@ export class Client {
     socket.on("close", onClosed);
   }
 
-  /** Connects to `port` on loopback once the TCP handshake completes. */
-  static connect(port: number, hostname = "127.0.0.1"): Promise<Client> {
+  /**
+   * Connects to `port` on loopback (or to an endpoint) once the TCP (and
+   * TLS) handshake completes.
+   */
+  static connect(target: number | Endpoint, hostname = "127.0.0.1"): Promise<Client> {
+    const endpoint: Endpoint = typeof target === "number" ? { port: target } : target;
+    const where = endpoint.path !== undefined
+      ? { path: endpoint.path }
+      : { port: endpoint.port!, host: endpoint.hostname ?? hostname };
     return new Promise((resolve, reject) => {
-      const socket = netConnect({ port, host: hostname, allowHalfOpen: true });
-      socket.once("connect", () => {
-        socket.off("error", reject);
-        resolve(new Client(socket));
+      const raw = netConnect({ ...where, allowHalfOpen: true });
+      // A TLS client's handshake goes on after the TCP connect (its writes
+      // wait for it): a connection the server holds waiting, unread, is
+      // connected as a plain one is. `secured()` waits for it.
+      const socket = endpoint.tls
+        ? tlsConnect({
+          socket: raw,
+          ca: TEST_CA,
+          servername: "localhost",
+          ALPNProtocols: endpoint.alpn,
+          allowHalfOpen: true,
+        } as ConnectionOptions)
+        : raw;
+      raw.once("connect", () => {
+        raw.off("error", reject);
+        resolve(new Client(socket, raw));
       });
-      socket.once("error", reject);
+      raw.once("error", reject);
     });
+  }
+
+  /** Resolves once a TLS client's handshake is done; rejects with its failure. */
+  secured(timeoutMs = 5000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("Timed out waiting for the TLS handshake")), timeoutMs);
+    });
+    return Promise.race([this.#secured, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Connects `count` clients at once (in groups, so the client side keeps up). */
+  static async connectMany(target: number | Endpoint, count: number, group = 100): Promise<Client[]> {
+    const clients: Client[] = [];
+    for (let i = 0; i < count; i += group) {
+      clients.push(...await Promise.all(Array.from({ length: Math.min(group, count - i) }, () => Client.connect(target))));
+    }
+    return clients;
   }
 
   /** Whether the server closed (or reset) the connection. */
@@ -88,14 +158,29 @@ export class Client {
     }
   }
 
+  /**
+   * Stops reading: the server's bytes stay in the kernel's buffers (a TLS
+   * client's TCP socket is paused too, as Deno's node:tls reads on under a
+   * paused TLS socket).
+   */
+  stopReading(): void {
+    this.socket.pause();
+    if (this.raw !== this.socket) this.raw.pause();
+  }
+
   /** Ends the client's side (FIN). */
   end(): void {
     this.socket.end();
   }
 
-  /** Resets the connection (RST). */
+  /** Resets the connection (RST); a Unix socket, which has no reset, is closed. */
   reset(): void {
-    this.socket.resetAndDestroy();
+    try {
+      this.raw.resetAndDestroy();
+    } catch {
+      this.raw.destroy();
+    }
+    if (this.socket !== this.raw) this.socket.destroy();
   }
 
   /** Closes the client at once. */

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import type { FaultReport, FaultServerConfig } from "./fault_server.ts";
+import type { Endpoint } from "./client.ts";
 
 export type { FaultReport, FaultServerConfig };
 
@@ -39,15 +40,18 @@ function command(runtime: RuntimeName, executable: string): { file: string; args
 /** A fault server in a child process. */
 export class FaultServer {
   readonly port: number;
+  /** Where clients reach it: its port or Unix socket, with TLS when it serves TLS. */
+  readonly endpoint: Endpoint;
   #child: ChildProcess;
   #pending = new Map<number, (report: FaultReport) => void>();
   #nextId = 1;
   #stderr = "";
   #exited: Promise<number | null>;
 
-  private constructor(child: ChildProcess, port: number, exited: Promise<number | null>) {
+  private constructor(child: ChildProcess, endpoint: Endpoint, exited: Promise<number | null>) {
     this.#child = child;
-    this.port = port;
+    this.port = endpoint.port ?? 0;
+    this.endpoint = endpoint;
     this.#exited = exited;
   }
 
@@ -81,10 +85,11 @@ export class FaultServer {
         while ((newline = buffered.indexOf("\n")) >= 0) {
           const line = buffered.slice(0, newline);
           buffered = buffered.slice(newline + 1);
-          const message = JSON.parse(line) as { port?: number } & Partial<FaultReport>;
+          const message = JSON.parse(line) as { port?: number; path?: string } & Partial<FaultReport>;
           if (server === undefined && typeof message.port === "number") {
             clearTimeout(timer);
-            server = new FaultServer(child, message.port, exited);
+            const endpoint = message.path !== undefined ? { path: message.path } : { port: message.port };
+            server = new FaultServer(child, { ...endpoint, tls: config.tls }, exited);
             resolve(server);
           } else if (server !== undefined) {
             const settle = server.#pending.get(message.id!);

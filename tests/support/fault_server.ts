@@ -10,7 +10,9 @@
  * line of JSON on stdout (see FaultReport).
  */
 
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
 import { startServer } from "../../mod.ts";
 import { bunTransport } from "../../adapters/bun.ts";
@@ -28,6 +30,11 @@ export interface FaultServerConfig {
   packetSize?: number;
   backlog?: number;
   session?: SessionOptions;
+  /** Serve TLS with the test certificate. */
+  tls?: boolean;
+  /** Listen on a Unix socket in a new temporary directory instead of a port. */
+  unix?: boolean;
+  handshakeTimeoutMs?: number;
 }
 
 /** What the child answers to `status` (and `gc`, after a full collection). */
@@ -37,6 +44,8 @@ export interface FaultReport {
   waiting: number;
   accepted: number;
   acceptErrors: number;
+  handshakeFailures: number;
+  handshaking: number;
   /** The most sessions that ran at once, from onSessionStart/onSessionEnd. */
   peak: number;
   started: number;
@@ -150,9 +159,20 @@ const ended: Record<string, number> = {};
 let ticks = 0;
 setInterval(() => ticks++, 10);
 
+const fixtures = new URL("../fixtures/tls/", import.meta.url);
+const directory = config.unix ? mkdtempSync(join(tmpdir(), "pico-fault-")) : undefined;
+process.on("exit", () => directory !== undefined && rmSync(directory, { recursive: true, force: true }));
 const server = await startServer({
-  hostname: "127.0.0.1",
-  port: 0,
+  ...(directory !== undefined ? { path: join(directory, "s.sock") } : { hostname: "127.0.0.1", port: 0 }),
+  ...(config.tls
+    ? {
+      tls: {
+        cert: readFileSync(new URL("chain.pem", fixtures), "utf8"),
+        key: readFileSync(new URL("server.key", fixtures), "utf8"),
+      },
+      handshakeTimeoutMs: config.handshakeTimeoutMs,
+    }
+    : {}),
   max: config.max,
   packet: config.packet,
   packetSize: config.packetSize,
@@ -195,6 +215,8 @@ function report(id: number): FaultReport {
     waiting: status.waiting,
     accepted: status.accepted,
     acceptErrors: status.acceptErrors,
+    handshakeFailures: status.handshakeFailures,
+    handshaking: status.handshaking,
     peak,
     started,
     ended,
@@ -238,4 +260,4 @@ process.stdin.on("data", async (text: string) => {
 });
 process.stdin.on("end", () => process.exit(0));
 
-answer({ port: server.port });
+answer({ port: server.port, path: server.path });
