@@ -58,6 +58,7 @@ export {
   SocketServer,
   type StopOptions,
   type StopResult,
+  type TlsOptions,
 } from "./src/server.ts";
 export type { SessionEndReason } from "./src/end_reason.ts";
 export type { RecvOptions, Session, SessionOptions } from "./src/session.ts";

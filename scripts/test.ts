@@ -7,7 +7,7 @@
 // `npm ci` installed into node_modules/.bin.
 
 import { spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { cpSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { findSystemNode } from "./system_node.ts";
 
@@ -81,14 +81,14 @@ const steps: Step[] = [
     command: bin("deno"),
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
-      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts",
+      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
       "examples/chat.ts",
     ],
   },
   {
     label: "node: unit tests and the node adapter",
     command: bin("node"),
-    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere],
+    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere, "tests/secure_faults.test.ts"],
     count: nodeCount,
   },
   {
@@ -132,7 +132,11 @@ const steps: Step[] = [
   }] : [
     {
       label: `compile the npm build's test for the machine's Node (${systemNode.version})`,
-      before: () => rmSync(`${root}.npm-tests`, { recursive: true, force: true }),
+      before: () => {
+        rmSync(`${root}.npm-tests`, { recursive: true, force: true });
+        // The test clients read the TLS fixtures next to them.
+        cpSync(`${root}tests/fixtures`, `${root}.npm-tests/tests/fixtures`, { recursive: true });
+      },
       command: bin("tsc"),
       args: [
         "--outDir", ".npm-tests", "--rootDir", ".", "--strict", "--rewriteRelativeImportExtensions",

@@ -35,6 +35,8 @@ export interface FaultScale {
   hostileStream: number;
   /** Connections waiting when the server stops. */
   stopWaiting: number;
+  /** Peers that open TCP to a TLS server and stall their handshake. */
+  handshakeStalls: number;
 }
 
 /** The counts `npm test` runs with. */
@@ -48,6 +50,7 @@ export const SMALL: FaultScale = {
   fuzzBytes: 16 * 1024,
   hostileStream: 512 * 1024,
   stopWaiting: 30,
+  handshakeStalls: 1000,
 };
 
 /** The counts `npm run stress` runs with. */
@@ -61,6 +64,7 @@ export const PRODUCTION: FaultScale = {
   fuzzBytes: 1024 * 1024,
   hostileStream: 50 * 1024 * 1024,
   stopWaiting: 2000,
+  handshakeStalls: 5000,
 };
 
 /** What a case measured, for the stress table. */
@@ -100,6 +104,8 @@ function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | 
 /** One fault case: its name and what it does against a server of `transport` on `host`. */
 export interface FaultCase {
   name: string;
+  /** Only over TLS (the case is about handshakes). */
+  tlsOnly?: boolean;
   run(transport: FaultTransport, scale: FaultScale, host?: FaultHost): Promise<FaultFigures>;
 }
 
@@ -193,6 +199,35 @@ function sendLoopCase(name: string, leave: (client: Client) => Promise<void>): F
 
 /** The fault cases, in the order they run. */
 export const faultCases: FaultCase[] = [
+  {
+    name: "peers that stall their TLS handshake are closed at handshakeTimeoutMs; an honest client is served meanwhile",
+    tlsOnly: true,
+    run: (transport, scale, host) =>
+      withFaultServer(
+        { ...over(transport), handler: "echo", max: scale.handshakeStalls + 10, packet: 4, handshakeTimeoutMs: 1500 },
+        host,
+        async (server) => {
+          const before = await server.status();
+          const plain = { ...server.endpoint, tls: false };
+          // Half send nothing, half the start of a ClientHello.
+          const stalled = await connectMany(plain, scale.handshakeStalls);
+          const hello = new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03]);
+          await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write(hello)));
+          await server.until((r) => r.handshaking === scale.handshakeStalls, "every stalled handshake to hold a slot");
+          const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
+          const after = await server.until(
+            (r) => r.handshakeFailures === scale.handshakeStalls && r.handshaking === 0,
+            "every stalled handshake to time out",
+          );
+          assert.equal(after.started, 1, "only the honest client started a session");
+          await Promise.all(stalled.map((client) => client.whenClosed(5000)));
+          const settled = await server.until((r) => r.num === 0, "the honest session to end");
+          const fdGrowth = settled.fds < 0 ? undefined : settled.fds - before.fds;
+          if (fdGrowth !== undefined) assert.ok(fdGrowth <= 2, `${fdGrowth} descriptors left open`);
+          return { honestMs, fdGrowth, note: `${scale.handshakeStalls} closed by the timeout` };
+        },
+      ),
+  },
   sendLoopCase("a peer that half-closes, then resets, during a send loop cannot freeze the server", async (client) => {
     client.end();
     await sleep(100);
@@ -500,6 +535,7 @@ export function faults(label: string, transport: FaultTransport, only?: RegExp, 
   describe(`${label}: hostile peers (server in a child process)`, () => {
     for (const faultCase of faultCases) {
       if (only !== undefined && !only.test(faultCase.name)) continue;
+      if (faultCase.tlsOnly && !over(transport).tls) continue;
       test(faultCase.name, { timeout: 60_000 }, async () => {
         await faultCase.run(transport, SMALL, host);
       });
