@@ -8,13 +8,16 @@
  *     bun examples/chat.ts           # Bun
  *
  * then, in other terminals: `nc 127.0.0.1 9923`. Set PORT and HOST to listen
- * elsewhere (HOST=0.0.0.0 to let other machines in).
+ * elsewhere (HOST=0.0.0.0 to let other machines in). Set TLS_CERT and TLS_KEY
+ * to the files of a PEM certificate (chain) and its key to serve over TLS;
+ * then chat with `openssl s_client -connect 127.0.0.1:9923 -quiet`.
  *
  * @module
  */
 
+import { readFileSync } from "node:fs";
 import process from "node:process";
-import { type Session, serverChildren, serverStatus, type SocketServer, startServer } from "../mod.ts";
+import { type Session, serverChildren, serverStatus, type SocketServer, startServer, type TlsOptions } from "../mod.ts";
 
 const decoder = new TextDecoder();
 
@@ -30,12 +33,14 @@ function who(session: Session): string {
  * @param port The port (0 for any free one).
  * @param hostname The address to listen on.
  * @param log Where status lines go.
+ * @param tls A certificate and key to serve over TLS.
  * @returns The running server.
  */
 export async function startChat(
   port = 9923,
   hostname = "127.0.0.1",
   log: (line: string) => void = console.log,
+  tls?: TlsOptions,
 ): Promise<SocketServer> {
   // Sends to the others without waiting on them: a client that stops reading
   // misses lines while its previous one is still queued, instead of slowing
@@ -50,6 +55,7 @@ export async function startChat(
   const server: SocketServer = await startServer({
     port,
     hostname,
+    tls,
     max: 100,
     packet: "line",
     packetSize: 4096,
@@ -95,8 +101,19 @@ export async function startChat(
 if (import.meta.main) {
   const port = Number(process.env.PORT ?? 9923);
   const hostname = process.env.HOST ?? "127.0.0.1";
-  const server = await startChat(port, hostname);
-  console.log(`chat: ${server.name} on ${hostname}:${server.port} — try: nc ${hostname} ${server.port} (Ctrl-C stops)`);
+  const { TLS_CERT, TLS_KEY } = process.env;
+  if ((TLS_CERT === undefined) !== (TLS_KEY === undefined)) {
+    console.error("chat: set both TLS_CERT and TLS_KEY (PEM files) to serve over TLS, or neither");
+    process.exit(2);
+  }
+  const tls = TLS_CERT !== undefined && TLS_KEY !== undefined
+    ? { cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) }
+    : undefined;
+  const server = await startChat(port, hostname, console.log, tls);
+  const client = tls
+    ? `openssl s_client -connect ${hostname}:${server.port} -quiet`
+    : `nc ${hostname} ${server.port}`;
+  console.log(`chat: ${server.name} on ${hostname}:${server.port}${tls ? " (TLS)" : ""} — try: ${client} (Ctrl-C stops)`);
   process.once("SIGINT", async () => {
     console.log("\nchat: stopping");
     await server.stop();

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { serverStatus } from "../mod.ts";
 import { startChat } from "../examples/chat.ts";
-import { Client, until } from "./support/client.ts";
+import { Client, TEST_TLS, until } from "./support/client.ts";
 
 test("the chat relays lines to the others and answers /who and /status", { timeout: 20_000 }, async () => {
   const log: string[] = [];
@@ -33,6 +33,20 @@ test("the chat relays lines to the others and answers /who and /status", { timeo
     assert.equal(log.filter((line) => line.startsWith("+")).length, 2);
     assert.equal(log.filter((line) => line.startsWith("-")).length, 2);
     assert.equal((await serverStatus(server.port)).num, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("the chat serves over TLS when given a certificate and key", { timeout: 20_000 }, async () => {
+  const server = await startChat(0, "127.0.0.1", () => {}, TEST_TLS);
+  try {
+    const alice = await Client.connect({ port: server.port, tls: true });
+    await until(() => alice.text().includes("welcome"), "alice's welcome over TLS");
+    await alice.write("/status\n");
+    await until(() => alice.text().includes("sessions"), "the /status answer");
+    alice.end();
+    await alice.whenClosed();
   } finally {
     await server.stop();
   }
