@@ -2,7 +2,7 @@
 // the runtimes' commands, the scenarios, starting and stopping echo servers
 // pinned to a CPU, and driving them with the load generator.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LoadResult } from "./load.ts";
@@ -40,8 +40,11 @@ export const GENERATOR = pinned(1, runCommand.bun);
 export interface Scenario {
   name: string;
   label: string;
-  load: { scenario: string; connections: number; size: number; inflight: number };
+  load: { scenario: string; connections: number; size: number; inflight: number; tls?: boolean; path?: string };
 }
+
+/** How an echo server listens: TCP, TLS over TCP (the test certificate), or a Unix socket. */
+export type Listening = "tcp" | "tls" | "unix";
 export const SCENARIOS: Scenario[] = [
   { name: "pingpong", label: "ping-pong 64 B × 50 conns", load: { scenario: "pingpong", connections: 50, size: 64, inflight: 1 } },
   { name: "pipe1k", label: "pipelined 1 KiB × 16 in flight", load: { scenario: "pipelined", connections: 8, size: 1024, inflight: 16 } },
@@ -53,14 +56,21 @@ export const SCENARIOS: Scenario[] = [
  * The command of a runtime's raw or pico-socket-server echo server, from the
  * checkout at `dir` (this one unless comparing builds).
  */
-export function echoServerCommand(runtime: Runtime, kind: "raw" | "pico0" | "pico4", dir = root): string[] {
-  if (kind === "raw") return [...runCommand[runtime], join(dir, `bench/servers/raw_${runtime}.ts`)];
-  return [...runCommand[runtime], join(dir, "bench/servers/pico.ts"), kind === "pico0" ? "0" : "4"];
+export function echoServerCommand(
+  runtime: Runtime,
+  kind: "raw" | "pico0" | "pico4",
+  dir = root,
+  listening: Listening = "tcp",
+): string[] {
+  if (kind === "raw") return [...runCommand[runtime], join(dir, `bench/servers/raw_${runtime}.ts`), listening];
+  return [...runCommand[runtime], join(dir, "bench/servers/pico.ts"), kind === "pico0" ? "0" : "4", listening];
 }
 
 export interface Server {
   process: ChildProcess;
   port: number;
+  /** The Unix socket's path, for a server on one (it prints `PATH <path>`). */
+  path?: string;
 }
 
 /** Starts an echo server on CPU 0; resolves once it prints its port. */
@@ -72,10 +82,10 @@ export function startServer(serverCommand: string[]): Promise<Server> {
     const timer = setTimeout(() => reject(new Error(`no port from ${command.join(" ")}`)), 20_000);
     child.stdout!.on("data", (chunk: Buffer) => {
       output += chunk.toString();
-      const match = output.match(/PORT (\d+)/);
+      const match = output.match(/(PORT|PATH) (\S+)\n/);
       if (match) {
         clearTimeout(timer);
-        resolve({ process: child, port: Number(match[1]) });
+        resolve(match[1] === "PORT" ? { process: child, port: Number(match[2]) } : { process: child, port: 0, path: match[2] });
       }
     });
     child.once("exit", (code) => reject(new Error(`${command.join(" ")} exited with ${code}`)));
@@ -83,10 +93,12 @@ export function startServer(serverCommand: string[]): Promise<Server> {
 }
 
 export function stopServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
+  return new Promise<void>((resolve) => {
     if (server.process.exitCode !== null) return resolve();
     server.process.once("exit", () => resolve());
     server.process.kill("SIGKILL");
+  }).then(() => {
+    if (server.path !== undefined) rmSync(server.path, { force: true });
   });
 }
 

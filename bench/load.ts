@@ -12,6 +12,7 @@
 // - idle: open `connections` sessions, report when all are up, hold them
 //   until stdin closes.
 import { connect, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 import process from "node:process";
 
 interface LoadOptions {
@@ -21,6 +22,10 @@ interface LoadOptions {
   size: number;
   inflight: number;
   seconds: number;
+  /** Connect with TLS (the test certificate is not checked: loopback only). */
+  tls?: boolean;
+  /** A Unix socket's path instead of the port. */
+  path?: string;
 }
 
 /** What one load run reports (bench/run.ts reads it). */
@@ -63,9 +68,10 @@ class Samples {
 
 function open(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: "127.0.0.1" });
-    socket.setNoDelay(true);
-    socket.once("connect", () => {
+    const where = options.path !== undefined ? { path: options.path } : { port, host: "127.0.0.1" };
+    const socket = options.tls ? connectTls({ ...where, rejectUnauthorized: false }) : connect(where);
+    if (options.path === undefined) socket.setNoDelay(true);
+    socket.once(options.tls ? "secureConnect" : "connect", () => {
       socket.off("error", reject);
       resolve(socket);
     });

@@ -33,6 +33,7 @@ import {
   startServer,
   stopServer,
 } from "./common.ts";
+import { secureSection } from "./secure.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 1.2);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
@@ -197,6 +198,9 @@ for (const runtime of RUNTIMES) {
   });
 }
 
+// TLS and Unix sockets: their own section (bench/secure.ts). BENCH_SECURE=0 leaves it out.
+const secureLines = process.env.BENCH_SECURE === "0" ? [] : await secureSection(RUNTIMES, SECONDS, REPEATS);
+
 // --- Report
 
 interface Row {
@@ -288,6 +292,7 @@ for (const scenario of SCENARIOS) {
     lines.push(`| ${scenario.label} | ${row.runtime} | ${kindLabel[row.kind]} | ${fmt(row.rate)} | ${fmt(row.mbps, 1)} | ${fmt(row.p50)} | ${fmt(row.p99)} | ${vs}${row.errors ? ` (${row.errors} errors)` : ""} |`);
   }
 }
+if (secureLines.length > 0) lines.push("", ...secureLines);
 lines.push("", `## Idle sessions (${IDLE_SESSIONS.toLocaleString("en-US")} connections held open)`, "");
 lines.push("Resident memory growth of the server process per connection (median of fresh servers).", "");
 lines.push("| runtime | raw B/session | pico p0 B/session | pico p4 B/session | pico p0 / raw |");

@@ -1,13 +1,14 @@
 // pico-socket-server's echo server on the running runtime's default adapter:
-// `<runtime> bench/servers/pico.ts <packet type>`.
+// `<runtime> bench/servers/pico.ts <packet type> [tcp|tls|unix]`.
 import process from "node:process";
 import { type PacketType, startServer } from "../../mod.ts";
+import { announce, path, tls } from "./listening.ts";
 
 const arg = process.argv[2] ?? "0";
 const packet = (arg === "line" ? "line" : Number(arg)) as PacketType;
 const server = await startServer({
-  hostname: "127.0.0.1",
-  port: 0,
+  ...(path !== undefined ? { path } : { hostname: "127.0.0.1", port: 0 }),
+  tls,
   max: 20_000,
   packet,
   handler: async (session) => {
@@ -15,4 +16,4 @@ const server = await startServer({
   },
   onError: () => {},
 });
-console.log(`PORT ${server.port}`);
+announce(server.port);

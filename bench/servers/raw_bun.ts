@@ -1,14 +1,17 @@
-// The raw baseline on Bun: the smallest Bun.listen echo server, with the
-// write queue that Bun's partial writes require to echo correctly.
+// The raw baseline on Bun: the smallest Bun.listen echo server (TCP, TLS or
+// a Unix socket), with the write queue that Bun's partial writes require to
+// echo correctly.
+import { announce, path, tls } from "./listening.ts";
+
 type Queue = { pending: Uint8Array[] };
 
 const server = Bun.listen<Queue>({
-  hostname: "127.0.0.1",
-  port: 0,
+  ...(path !== undefined ? { unix: path } : { hostname: "127.0.0.1", port: 0 }),
+  tls,
   socket: {
     open(socket) {
       socket.data = { pending: [] };
-      socket.setNoDelay(true);
+      if (path === undefined) socket.setNoDelay(true);
     },
     data(socket, chunk) {
       const queue = socket.data.pending;
@@ -34,4 +37,4 @@ const server = Bun.listen<Queue>({
     error() {},
   },
 });
-console.log(`PORT ${server.port}`);
+announce(server.port ?? 0);

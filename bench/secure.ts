@@ -1,0 +1,128 @@
+// TLS and Unix sockets in `npm run bench`: pico-socket-server against each
+// runtime's own minimal TLS echo server (node:tls, Deno.listenTls, Bun.listen
+// with tls) and raw Unix-socket echo server, run back to back as in the main
+// table. bench/run.ts adds its section to bench/results.md;
+// `npm run bench:secure` runs it alone and prints it.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import {
+  echoServerCommand,
+  type Kind,
+  type Listening,
+  type LoadResult,
+  median,
+  root,
+  runLoad,
+  type Runtime,
+  type Scenario,
+  SCENARIOS,
+  type Server,
+  startServer,
+  stopServer,
+} from "./common.ts";
+
+interface SecureScenario extends Scenario {
+  listening: Listening;
+}
+
+const base = (name: string) => SCENARIOS.find((scenario) => scenario.name === name)!;
+
+/** The scenarios, each with how its servers listen. */
+export const SECURE_SCENARIOS: SecureScenario[] = [
+  { ...base("pingpong"), name: "tls-pingpong", label: "TLS ping-pong 64 B × 50 conns", listening: "tls" },
+  { ...base("pipe64k"), name: "tls-pipe64k", label: "TLS pipelined 64 KiB × 16 in flight", listening: "tls" },
+  { ...base("pingpong"), name: "unix-pingpong", label: "Unix socket ping-pong 64 B × 50 conns", listening: "unix" },
+];
+
+const KINDS: Array<Exclude<Kind, "erlang">> = ["raw", "pico0", "pico4"];
+
+/**
+ * Runs every scenario on every runtime, servers of one listening kind side
+ * by side, and returns the section's Markdown lines.
+ */
+export async function secureSection(runtimes: Runtime[], seconds: number, repeats: number): Promise<string[]> {
+  const samples = new Map<string, LoadResult[]>();
+  const key = (runtime: string, kind: string, scenario: string) => `${runtime}/${kind}/${scenario}`;
+  for (const runtime of runtimes) {
+    for (const listening of ["tls", "unix"] as const) {
+      const scenarios = SECURE_SCENARIOS.filter((scenario) => scenario.listening === listening);
+      const servers = new Map<Kind, Server>();
+      try {
+        for (const kind of KINDS) servers.set(kind, await startServer(echoServerCommand(runtime, kind, undefined, listening)));
+        const load = (scenario: Scenario, server: Server) => ({ ...scenario.load, tls: listening === "tls", path: server.path });
+        for (const kind of KINDS) await runLoad(servers.get(kind)!.port, load(scenarios[0], servers.get(kind)!), 0.5);
+        for (let repeat = 0; repeat < repeats; repeat++) {
+          for (const scenario of scenarios) {
+            for (const kind of repeat % 2 === 0 ? KINDS : [...KINDS].reverse()) {
+              const server = servers.get(kind)!;
+              const result = await runLoad(server.port, load(scenario, server), seconds);
+              const k = key(runtime, kind, scenario.name);
+              samples.set(k, [...(samples.get(k) ?? []), result]);
+              console.error(`bench: ${k} #${repeat + 1}: ${Math.round(result.messages / result.seconds)} msg/s`);
+            }
+          }
+        }
+      } finally {
+        for (const server of servers.values()) await stopServer(server);
+      }
+    }
+  }
+  const rate = (run: LoadResult) => run.messages / run.seconds;
+  const paired = (runtime: string, kind: Kind, scenario: string) => {
+    const mine = samples.get(key(runtime, kind, scenario)) ?? [];
+    const raw = samples.get(key(runtime, "raw", scenario)) ?? [];
+    return mine.flatMap((run, i) => (raw[i] ? [rate(run) / rate(raw[i])] : []));
+  };
+  const fmt = (n: number, digits = 0) =>
+    Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—";
+  const cell = (runtime: string, kind: Kind, scenario: string) => {
+    const ratios = paired(runtime, kind, scenario);
+    if (ratios.length === 0) return "—";
+    return `${fmt(median(ratios), 2)} (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`;
+  };
+  const lines = ["## TLS and Unix sockets", ""];
+  lines.push(
+    `pico-socket-server / the same runtime's own minimal echo server over the same transport (TLS: node:tls on Node, Deno.listenTls on Deno, Bun.listen with tls on Bun, all with the test certificate; Unix sockets: node:net, Deno.listen, Bun.listen), messages per second: the median of ${repeats} paired ratios, with the lowest and highest. On Deno, pico-socket-server serves TLS through node:tls (see the README), so its TLS ratio is node:tls on Deno against Deno.listenTls.`,
+    "",
+  );
+  lines.push(
+    `| runtime | ${SECURE_SCENARIOS.map((s) => `${s.name} p0`).join(" | ")} | ${SECURE_SCENARIOS.map((s) => `${s.name} p4`).join(" | ")} |`,
+    `|---|${SECURE_SCENARIOS.map(() => "---:").join("|")}|${SECURE_SCENARIOS.map(() => "---:").join("|")}|`,
+  );
+  for (const runtime of runtimes) {
+    lines.push(
+      `| ${runtime} | ${SECURE_SCENARIOS.map((s) => cell(runtime, "pico0", s.name)).join(" | ")} | ${SECURE_SCENARIOS.map((s) => cell(runtime, "pico4", s.name)).join(" | ")} |`,
+    );
+  }
+  lines.push("", "| scenario | runtime | server | messages/s | MB/s | p50 µs | p99 µs |", "|---|---|---|---:|---:|---:|---:|");
+  for (const scenario of SECURE_SCENARIOS) {
+    for (const runtime of runtimes) {
+      for (const kind of KINDS) {
+        const runs = samples.get(key(runtime, kind, scenario.name)) ?? [];
+        if (runs.length === 0) continue;
+        const errors = runs.reduce((n, r) => n + r.errors, 0);
+        lines.push(
+          `| ${scenario.label} | ${runtime} | ${kind} | ${fmt(median(runs.map(rate)))} | ${fmt(median(runs.map((r) => r.bytes / r.seconds / 1e6)), 1)} | ${fmt(median(runs.map((r) => r.p50Us)))} | ${fmt(median(runs.map((r) => r.p99Us)))}${errors ? ` (${errors} errors)` : ""} |`,
+        );
+      }
+    }
+  }
+  return lines;
+}
+
+if (import.meta.main) {
+  const runtimes = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
+  const started = Date.now();
+  const lines = await secureSection(runtimes, Number(process.env.BENCH_SECONDS ?? 1.2), Number(process.env.BENCH_REPEATS ?? 5));
+  const text = [
+    "# TLS and Unix socket benchmarks",
+    "",
+    `Made by \`npm run bench:secure\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s (the same section is part of \`npm run bench\`'s results.md).`,
+    "",
+    ...lines.slice(2),
+    "",
+  ].join("\n");
+  writeFileSync(join(root, "bench/secure.md"), text);
+  console.log(text);
+}
