@@ -82,7 +82,7 @@ const steps: Step[] = [
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
       "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
-      "examples/chat.ts",
+      "examples/chat.ts", "examples/tls.ts", "examples/unix.ts",
     ],
   },
   {
