@@ -105,6 +105,7 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
   readonly connection: SocketConnection;
   #socket: Socket;
   #tls: NodeTls | undefined;
+  #handshaking = false;
   #flowing = false; // 'data' is listened to
 
   /**
@@ -162,11 +163,21 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
     }) as OwnedSocket;
     this.#socket = secure;
     return new Promise((resolve) => {
+      this.#handshaking = true;
       const done = (failure: Error | null) => {
+        this.#handshaking = false;
         secure.off("secure", onSecure);
         secure.off("error", onError);
         secure.off("end", onClose);
         secure.off("close", onClose);
+        // A failed handshake leaves nothing to send: an alert OpenSSL still
+        // holds would keep end() waiting on a peer that may never read. The
+        // TCP socket goes too: Node may leave it open under a destroyed TLS
+        // socket.
+        if (failure !== null) {
+          secure.destroy();
+          raw.destroy();
+        }
         resolve(failure);
       };
       const onSecure = () => done(null);
@@ -231,7 +242,8 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
 
   end(): void {
     const socket = this.#socket;
-    if (socket.writableLength === 0) socket.destroy();
+    // Closed during its handshake (its timeout): nothing of ours to send.
+    if (socket.writableLength === 0 || this.#handshaking) socket.destroy();
     else socket.end(() => socket.destroy());
   }
 
