@@ -9,6 +9,7 @@ import process from "node:process";
 import {
   echoServerCommand,
   type Kind,
+  runCommand,
   type Listening,
   type LoadResult,
   median,
@@ -35,7 +36,22 @@ export const SECURE_SCENARIOS: SecureScenario[] = [
   { ...base("pingpong"), name: "unix-pingpong", label: "Unix socket ping-pong 64 B × 50 conns", listening: "unix" },
 ];
 
-const KINDS: Array<Exclude<Kind, "erlang">> = ["raw", "pico0", "pico4"];
+type SecureKind = Exclude<Kind, "erlang"> | "rawNodeTls";
+const KINDS: SecureKind[] = ["raw", "pico0", "pico4"];
+
+/**
+ * The servers of a runtime and listening kind: on Deno over TLS, also the
+ * node:tls echo server (bench/servers/raw_node.ts run by Deno), the raw
+ * baseline of what pico-socket-server uses there.
+ */
+function kindsOf(runtime: Runtime, listening: Listening): SecureKind[] {
+  return runtime === "deno" && listening === "tls" ? [...KINDS, "rawNodeTls"] : KINDS;
+}
+
+function command(runtime: Runtime, kind: SecureKind, listening: Listening): string[] {
+  if (kind === "rawNodeTls") return [...runCommand[runtime], join(root, "bench/servers/raw_node.ts"), listening];
+  return echoServerCommand(runtime, kind, undefined, listening);
+}
 
 /**
  * Runs every scenario on every runtime, servers of one listening kind side
@@ -47,14 +63,15 @@ export async function secureSection(runtimes: Runtime[], seconds: number, repeat
   for (const runtime of runtimes) {
     for (const listening of ["tls", "unix"] as const) {
       const scenarios = SECURE_SCENARIOS.filter((scenario) => scenario.listening === listening);
-      const servers = new Map<Kind, Server>();
+      const servers = new Map<SecureKind, Server>();
+      const kinds = kindsOf(runtime, listening);
       try {
-        for (const kind of KINDS) servers.set(kind, await startServer(echoServerCommand(runtime, kind, undefined, listening)));
+        for (const kind of kinds) servers.set(kind, await startServer(command(runtime, kind, listening)));
         const load = (scenario: Scenario, server: Server) => ({ ...scenario.load, tls: listening === "tls", path: server.path });
-        for (const kind of KINDS) await runLoad(servers.get(kind)!.port, load(scenarios[0], servers.get(kind)!), 0.5);
+        for (const kind of kinds) await runLoad(servers.get(kind)!.port, load(scenarios[0], servers.get(kind)!), 0.5);
         for (let repeat = 0; repeat < repeats; repeat++) {
           for (const scenario of scenarios) {
-            for (const kind of repeat % 2 === 0 ? KINDS : [...KINDS].reverse()) {
+            for (const kind of repeat % 2 === 0 ? kinds : [...kinds].reverse()) {
               const server = servers.get(kind)!;
               const result = await runLoad(server.port, load(scenario, server), seconds);
               const k = key(runtime, kind, scenario.name);
@@ -69,21 +86,21 @@ export async function secureSection(runtimes: Runtime[], seconds: number, repeat
     }
   }
   const rate = (run: LoadResult) => run.messages / run.seconds;
-  const paired = (runtime: string, kind: Kind, scenario: string) => {
+  const paired = (runtime: string, kind: SecureKind, scenario: string, against: SecureKind = "raw") => {
     const mine = samples.get(key(runtime, kind, scenario)) ?? [];
-    const raw = samples.get(key(runtime, "raw", scenario)) ?? [];
+    const raw = samples.get(key(runtime, against, scenario)) ?? [];
     return mine.flatMap((run, i) => (raw[i] ? [rate(run) / rate(raw[i])] : []));
   };
   const fmt = (n: number, digits = 0) =>
     Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—";
-  const cell = (runtime: string, kind: Kind, scenario: string) => {
-    const ratios = paired(runtime, kind, scenario);
+  const cell = (runtime: string, kind: SecureKind, scenario: string, against: SecureKind = "raw") => {
+    const ratios = paired(runtime, kind, scenario, against);
     if (ratios.length === 0) return "—";
     return `${fmt(median(ratios), 2)} (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`;
   };
   const lines = ["## TLS and Unix sockets", ""];
   lines.push(
-    `pico-socket-server / the same runtime's own minimal echo server over the same transport (TLS: node:tls on Node, Deno.listenTls on Deno, Bun.listen with tls on Bun, all with the test certificate; Unix sockets: node:net, Deno.listen, Bun.listen), messages per second: the median of ${repeats} paired ratios, with the lowest and highest. On Deno, pico-socket-server serves TLS through node:tls (see the README), so its TLS ratio is node:tls on Deno against Deno.listenTls.`,
+    `pico-socket-server / the same runtime's own minimal echo server over the same transport (TLS: node:tls on Node, Deno.listenTls on Deno, Bun.listen with tls on Bun, all with the test certificate; Unix sockets: node:net, Deno.listen, Bun.listen), messages per second: the median of ${repeats} paired ratios, with the lowest and highest. On Deno, pico-socket-server serves TLS through node:tls (see the README): the rows below Deno's compare it with the node:tls echo server on Deno (bench/servers/raw_node.ts), and that server with Deno.listenTls's.`,
     "",
   );
   lines.push(
@@ -94,11 +111,20 @@ export async function secureSection(runtimes: Runtime[], seconds: number, repeat
     lines.push(
       `| ${runtime} | ${SECURE_SCENARIOS.map((s) => cell(runtime, "pico0", s.name)).join(" | ")} | ${SECURE_SCENARIOS.map((s) => cell(runtime, "pico4", s.name)).join(" | ")} |`,
     );
+    if (runtime === "deno") {
+      const tlsOnly = (kind: SecureKind, s: SecureScenario) => s.listening === "tls" ? cell(runtime, kind, s.name, "rawNodeTls") : "";
+      lines.push(
+        `| deno, against node:tls on Deno | ${SECURE_SCENARIOS.map((s) => tlsOnly("pico0", s)).join(" | ")} | ${SECURE_SCENARIOS.map((s) => tlsOnly("pico4", s)).join(" | ")} |`,
+        `| deno: node:tls / Deno.listenTls (raw servers) | ${
+          SECURE_SCENARIOS.map((s) => s.listening === "tls" ? cell(runtime, "rawNodeTls", s.name) : "").join(" | ")
+        } | ${SECURE_SCENARIOS.map(() => "").join(" | ")} |`,
+      );
+    }
   }
   lines.push("", "| scenario | runtime | server | messages/s | MB/s | p50 µs | p99 µs |", "|---|---|---|---:|---:|---:|---:|");
   for (const scenario of SECURE_SCENARIOS) {
     for (const runtime of runtimes) {
-      for (const kind of KINDS) {
+      for (const kind of [...KINDS, "rawNodeTls" as const]) {
         const runs = samples.get(key(runtime, kind, scenario.name)) ?? [];
         if (runs.length === 0) continue;
         const errors = runs.reduce((n, r) => n + r.errors, 0);
