@@ -7,7 +7,7 @@ import { startServer } from "../mod.ts";
 import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
 import { secure } from "./secure.ts";
-import { Client, until } from "./support/client.ts";
+import { Client, TEST_CA, TEST_TLS, until } from "./support/client.ts";
 
 // The parts of Deno's listener and connection the adapter uses.
 interface Conn {
@@ -95,4 +95,78 @@ if ("Deno" in globalThis) {
   });
 } else {
   describe.skip("deno adapter (needs Deno)", () => {});
+}
+
+// Deno's own clients: Deno.connectTls (rustls, not node:tls) and Deno.connect on a Unix socket.
+interface DenoClients {
+  connectTls(options: {
+    hostname: string;
+    port: number;
+    caCerts: string[];
+    alpnProtocols?: string[];
+  }): Promise<Conn & { handshake(): Promise<{ alpnProtocol: string | null }> }>;
+  connect(options: { transport: "unix"; path: string }): Promise<Conn>;
+  makeTempDir(): Promise<string>;
+  remove(path: string, options: { recursive: boolean }): Promise<void>;
+}
+
+async function readAtLeast(conn: Conn, length: number): Promise<string> {
+  const buffer = new Uint8Array(1024);
+  let text = "";
+  while (text.length < length) {
+    const read = await conn.read(buffer);
+    if (read === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, read));
+  }
+  return text;
+}
+
+if ("Deno" in globalThis) {
+  describe("deno adapter: Deno's own TLS and Unix socket clients", () => {
+    const deno = (globalThis as unknown as { Deno: DenoClients }).Deno;
+    const echo = async (session: import("../mod.ts").Session) => {
+      await session.send(`${session.alpnProtocol}|`);
+      for await (const packet of session) await session.send(packet);
+    };
+
+    test("Deno.connectTls verifies the certificate, agrees ALPN and gets an echo", { timeout: 20_000 }, async () => {
+      const server = await startServer({
+        transport: denoTransport,
+        hostname: "127.0.0.1",
+        port: 0,
+        max: 2,
+        tls: { ...TEST_TLS, alpnProtocols: ["echo/1"] },
+        handler: echo,
+      });
+      try {
+        const conn = await deno.connectTls({
+          hostname: "localhost",
+          port: server.port,
+          caCerts: [TEST_CA],
+          alpnProtocols: ["echo/1"],
+        });
+        assert.equal((await conn.handshake()).alpnProtocol, "echo/1");
+        await conn.write(new TextEncoder().encode("from rustls"));
+        assert.equal(await readAtLeast(conn, 18), "echo/1|from rustls");
+        conn.close();
+      } finally {
+        await server.stop();
+      }
+    });
+
+    test("Deno.connect on a Unix socket gets an echo", { timeout: 20_000 }, async () => {
+      const directory = await deno.makeTempDir();
+      const path = `${directory}/deno.sock`;
+      const server = await startServer({ transport: denoTransport, path, max: 2, handler: echo });
+      try {
+        const conn = await deno.connect({ transport: "unix", path });
+        await conn.write(new TextEncoder().encode("over unix"));
+        assert.equal(await readAtLeast(conn, 14), "null|over unix");
+        conn.close();
+      } finally {
+        await server.stop();
+        await deno.remove(directory, { recursive: true });
+      }
+    });
+  });
 }
