@@ -427,6 +427,10 @@ export function secure(label: string, transport: Transport): void {
           const garbage = await Client.connect(server.port);
           await garbage.write("GET / HTTP/1.0\r\n\r\n");
           const startedAt = Date.now();
+          // The silent peer's handshake holds the one slot: the others wait, unread.
+          await sleep(100);
+          assert.equal(garbage.closed, false, "the garbage waits while the slot is taken");
+          assert.equal(server.status().handshaking, 1);
           assert.ok(
             await silent.closesWithin(3000),
             "the silent peer is closed",
