@@ -21,6 +21,7 @@ const unitTests = [
   "tests/accept_queue.test.ts",
   "tests/accept_loop.test.ts",
   "tests/stall_watch.test.ts",
+  "tests/shared_slots.test.ts",
 ];
 // On every runtime: the Node adapter (all three ship node:net) and the demo
 // on the runtime's default adapter.
@@ -81,7 +82,7 @@ const steps: Step[] = [
     command: bin("deno"),
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
-      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
+      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
       "examples/chat.ts", "examples/tls.ts", "examples/unix.ts",
     ],
   },
