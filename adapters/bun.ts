@@ -81,7 +81,7 @@ interface BunTcpListener {
 }
 interface BunApi {
   listen(
-    options: ({ hostname: string; port: number } | { unix: string }) & {
+    options: ({ hostname: string; port: number; reusePort?: boolean } | { unix: string }) & {
       allowHalfOpen: boolean;
       socket: BunSocketHandler;
       tls?: { cert: string; key: string; ALPNProtocols?: ArrayBuffer };
@@ -334,7 +334,7 @@ function listen(options: ListenOptions): Promise<Listener> {
   // allowHalfOpen: a peer's FIN ends its input only, so that the session
   // can still answer; the core closes the connection when it is done.
   const bind = () => {
-    const where = path === undefined ? { hostname, port } : { unix: path };
+    const where = path === undefined ? { hostname, port, reusePort: options.reusePort } : { unix: path };
     return Bun.listen({ ...where, allowHalfOpen: true, socket, tls: secure });
   };
   const listening = path === undefined

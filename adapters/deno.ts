@@ -319,7 +319,11 @@ function listen(options: ListenOptions): Promise<Listener> {
   // one could not wait for a session slot, and a TlsConn closed during its
   // handshake keeps its socket until the handshake ends (denoland/deno#14547),
   // so a peer that stalls it would hold a descriptor for as long as it likes.
-  if (tls !== undefined) return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
+  // Sharing a port is node:net's too: Deno.listen's reusePort needs
+  // --unstable-net, and without it ends the whole process.
+  if (tls !== undefined || options.reusePort) {
+    return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
+  }
   const bind = (): DenoTcpListener => {
     try {
       if (path !== undefined) return deno.listen({ path, transport: "unix" });

@@ -27,6 +27,7 @@
  */
 
 import { unlinkSync } from "node:fs";
+import process from "node:process";
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 import type {
@@ -336,12 +337,32 @@ function bind(server: Server, options: ListenOptions): Promise<SocketAddress> {
       );
     };
     if (path !== undefined) server.listen({ path, backlog, exclusive: true }, onListening);
-    else server.listen({ host: hostname, port, backlog, exclusive: true }, onListening);
+    else server.listen({ host: hostname, port, backlog, exclusive: true, reusePort: options.reusePort }, onListening);
   });
+}
+
+/**
+ * Whether `net` can share a port (`reusePort`): Node 22.12+ and 23.1+, and
+ * Deno's and Bun's node:net. Older Node ignores the option, so a second
+ * listener would fail with EADDRINUSE.
+ */
+function canReusePort(): boolean {
+  if (process.versions.deno !== undefined || process.versions.bun !== undefined) return true;
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }
 
 async function listen(options: ListenOptions): Promise<Listener> {
   const { path, tls } = options;
+  if (options.reusePort && !canReusePort()) {
+    throw Object.assign(
+      new Error(
+        `Cannot share a port between workers on Node ${process.versions.node}: it needs Node 22.12 or later ` +
+          "(net's reusePort); upgrade Node, or run one server without workers",
+      ),
+      { code: "ENOTSUP" },
+    );
+  }
   if (tls !== undefined) checkTls(tls);
   const secure = tls === undefined ? undefined : {
     // A bad certificate or key throws here, before anything is bound.

@@ -19,6 +19,27 @@ import {
 } from "./session.ts";
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
 import { endpointName } from "./listen_failure.ts";
+import type { SharedSlots } from "./shared_slots.ts";
+
+// How long a wait for a slot of the group lasts before it looks again (a
+// stopped server's wait then ends; a freed slot wakes it at once).
+const SLOT_WAIT_MS = 100;
+
+// What makes a server one member of a group of servers on one port (the
+// workers of `workers: n`): the group's shared limit. Not public.
+const MEMBER = Symbol("pico-socket-server group member");
+interface GroupMember {
+  slots: SharedSlots;
+}
+
+/**
+ * Options that start a server as one member of a group: it listens with
+ * `reusePort` beside the others and shares their limit. Internal (the
+ * workers' entry point).
+ */
+export function memberOptions(options: ServerOptions, slots: SharedSlots): ServerOptions {
+  return { ...options, [MEMBER]: { slots } } as ServerOptions;
+}
 
 function handshakeTimeout(limitMs: number): SocketServerError {
   return new SocketServerError(`The TLS handshake took longer than ${limitMs} ms`, "timeout");
@@ -364,15 +385,23 @@ export class SocketServer implements RegisteredServer {
   #sessions = new Set<Session>();
   #acceptLoop: AcceptLoop = new AcceptLoop({
     listener: () => (this.#state === "running" ? this.#listener : undefined),
-    hasRoom: () => this.#sessions.size + this.#handshakes.size < this.#max,
+    // A group member takes one connection at a time and a slot of the
+    // group's limit for it; alone, the server counts its own sessions.
+    hasRoom: () =>
+      this.#slots !== undefined ? this.#held === undefined : this.#sessions.size + this.#handshakes.size < this.#max,
     accepted: (connection, listener) => {
       if (this.#state !== "running" || listener !== this.#listener) connection.close();
-      else if (connection.encrypted === true && connection.handshake !== undefined) void this.#handshake(connection);
-      else this.#startSession(connection);
+      else if (this.#slots !== undefined && !this.#slots.tryTake()) void this.#waitForSlot(connection, this.#slots);
+      else this.#admit(connection);
     },
     failed: (error) => this.#report(error),
   });
   #accepted = 0;
+  // In a group (workers): the group's limit, and the connection this server
+  // took while the group was full, held unread until a slot frees anywhere.
+  #slots: SharedSlots | undefined;
+  #reusePort = false;
+  #held: Connection | undefined;
   // TLS connections in their handshake: each holds a session slot.
   #handshakes = new Set<Connection>();
   #handshakeFailures = 0;
@@ -410,6 +439,11 @@ export class SocketServer implements RegisteredServer {
     this.#options = resolveServerOptions(options);
     this.#sessionOptions = this.#options.session;
     this.#max = this.#options.max;
+    const member = (options as { [MEMBER]?: GroupMember })[MEMBER];
+    if (member !== undefined) {
+      this.#slots = member.slots;
+      this.#reusePort = true;
+    }
     this.#name = this.#options.name ?? "";
     // A named server is registered before it listens, so a duplicate is
     // refused before any port is bound; a default name needs the real port.
@@ -431,6 +465,7 @@ export class SocketServer implements RegisteredServer {
         port,
         path,
         tls,
+        reusePort: this.#reusePort || undefined,
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
         lingerMs: session.lingerMs,
@@ -540,7 +575,7 @@ export class SocketServer implements RegisteredServer {
   status(): ServerStatus {
     const status: ServerStatus = {
       num: this.#sessions.size,
-      max: this.#max,
+      max: this.#slots?.max ?? this.#max,
       name: this.#name,
       port: this.#port,
       state: this.#state,
@@ -589,6 +624,7 @@ export class SocketServer implements RegisteredServer {
   setMax(max: number): void {
     checkMax(max);
     this.#max = max;
+    this.#slots?.setMax(max);
     this.#acceptLoop.next();
   }
 
@@ -696,8 +732,11 @@ export class SocketServer implements RegisteredServer {
     const listener = this.#listener;
     if (listener !== undefined) this.#retire(listener);
     const released = listener?.close();
-    // Handshakes under way start no session now, drain or not.
+    // Handshakes under way start no session now, drain or not; nor does a
+    // connection held for a slot of the group.
     this.#closeHandshakes();
+    this.#held?.close();
+    this.#held = undefined;
     let ended = 0;
     if (timeoutMs !== undefined && this.#sessions.size > 0) {
       const before = this.#sessions.size;
@@ -748,14 +787,42 @@ export class SocketServer implements RegisteredServer {
     ]);
     clearTimeout(timer);
     // Not ours any more: the server stopped and closed it.
-    if (!this.#handshakes.delete(connection)) return;
+    if (!this.#handshakes.delete(connection)) {
+      this.#slots?.release();
+      return;
+    }
     if (failure === null) {
       this.#startSession(connection);
       return;
     }
     connection.close();
     this.#handshakeFailures++;
+    this.#slots?.release();
     this.#acceptLoop.next();
+  }
+
+  /** Starts a connection that has its slot: its handshake first over TLS. */
+  #admit(connection: Connection): void {
+    if (connection.encrypted === true && connection.handshake !== undefined) void this.#handshake(connection);
+    else this.#startSession(connection);
+  }
+
+  /**
+   * Holds a connection, unread, until a slot of the group frees in any
+   * thread; meanwhile this server takes no other (arrival order holds).
+   */
+  async #waitForSlot(connection: Connection, slots: SharedSlots): Promise<void> {
+    this.#held = connection;
+    while (this.#held === connection) {
+      const seen = slots.generation;
+      if (slots.tryTake()) {
+        this.#held = undefined;
+        this.#admit(connection);
+        this.#acceptLoop.next();
+        return;
+      }
+      await slots.changed(seen, SLOT_WAIT_MS);
+    }
   }
 
   #closeHandshakes(): void {
@@ -771,6 +838,7 @@ export class SocketServer implements RegisteredServer {
       session = new Session({ id: this.#nextSessionId++, connection, packetType, packetSize, options });
     } catch (error) {
       connection.close();
+      this.#slots?.release();
       this.#report(error);
       return;
     }
@@ -799,6 +867,7 @@ export class SocketServer implements RegisteredServer {
     const reason = endReason(session.closed, error, failed);
     session.close();
     if (!this.#sessions.delete(session)) return;
+    this.#slots?.release();
     this.#ended[reason]++;
     if (reason === "crash") this.#report(error, session);
     const onSessionEnd = this.#options.onSessionEnd;

@@ -93,17 +93,17 @@ export class SharedSlots {
 
   /**
    * Resolves once a slot may have become free (a release or a new `max`
-   * since `seen`, a value of {@linkcode SharedSlots.generation}): the caller
-   * then tries again. Never blocks the thread.
+   * since `seen`, a value of {@linkcode SharedSlots.generation}), or after
+   * `timeoutMs`: the caller then tries again. Never blocks the thread.
    */
-  changed(seen: number): Promise<void> {
+  changed(seen: number, timeoutMs: number = KEEP_ALIVE_MS): Promise<void> {
     const waitAsync = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync;
     if (waitAsync === undefined) {
       return new Promise((resolve) => setTimeout(resolve, 5)); // polled where waitAsync is missing
     }
-    const result = waitAsync(this.#cells, GENERATION, seen);
+    const result = waitAsync(this.#cells, GENERATION, seen, timeoutMs);
     if (!result.async) return Promise.resolve();
-    const keepAlive = setTimeout(() => {}, KEEP_ALIVE_MS);
+    const keepAlive = setTimeout(() => {}, timeoutMs);
     return (result.value as Promise<unknown>).then(() => clearTimeout(keepAlive));
   }
 

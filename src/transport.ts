@@ -105,6 +105,12 @@ export interface ListenOptions {
    */
   path?: string;
   /**
+   * Share the port with other listeners that ask the same (`SO_REUSEPORT`:
+   * the kernel spreads connections among them), as the workers of a group
+   * do.
+   */
+  reusePort?: boolean;
+  /**
    * Serve TLS with these settings. The listener's connections are then
    * `encrypted`, and their handshake waits for `handshake()`.
    */

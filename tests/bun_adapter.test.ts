@@ -5,11 +5,13 @@ import { bunTransport } from "../adapters/bun.ts";
 import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
 import { secure } from "./secure.ts";
+import { group } from "./group.ts";
 
 if ("Bun" in globalThis) {
   conformance("bun adapter", bunTransport);
   faults("bun adapter", "bun");
   secure("bun adapter", bunTransport);
+  group("bun adapter", bunTransport);
 } else {
   describe.skip("bun adapter (needs Bun)", () => {});
 }

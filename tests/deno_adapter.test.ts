@@ -7,6 +7,7 @@ import { startServer } from "../mod.ts";
 import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
 import { secure } from "./secure.ts";
+import { group } from "./group.ts";
 import { Client, TEST_CA, TEST_TLS, until } from "./support/client.ts";
 
 // The parts of Deno's listener and connection the adapter uses.
@@ -27,6 +28,7 @@ if ("Deno" in globalThis) {
   conformance("deno adapter", denoTransport);
   faults("deno adapter", "deno");
   secure("deno adapter", denoTransport);
+  group("deno adapter", denoTransport);
 
   describe("deno adapter: write ops", () => {
     test("the packets a handler answers at once leave in one write op", async () => {
