@@ -248,7 +248,6 @@ class DenoListener extends QueueListener<SocketConnection> {
   #accepting: Promise<DenoTcpConn> | undefined;
   #closed: Promise<void> | undefined;
 
-
   constructor(listener: DenoTcpListener, options: ListenOptions) {
     super(new AcceptQueue(options));
     this.#listener = listener;

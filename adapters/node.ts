@@ -365,7 +365,6 @@ async function listen(options: ListenOptions): Promise<Listener> {
   }
   if (tls !== undefined) checkTls(tls);
   const secure = tls === undefined ? undefined : {
-    // A bad certificate or key throws here, before anything is bound.
     context: createSecureContext({ cert: tls.cert, key: tls.key }),
     alpnProtocols: tls.alpnProtocols.length > 0 ? tls.alpnProtocols : undefined,
   };

@@ -174,3 +174,25 @@ export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
 }
+
+/**
+ * The ratios of `mine` to `other` run by run (messages per second): the two
+ * ran one right after the other, so a slow spell of the machine mostly hits
+ * both, and the ratio of a pair moves less than either rate.
+ */
+export function pairedRatios(mine: LoadResult[], other: LoadResult[]): number[] {
+  const rate = (run: LoadResult) => run.messages / run.seconds;
+  return mine.flatMap((run, i) => (other[i] ? [rate(run) / rate(other[i])] : []));
+}
+
+/** A number for a table: grouped, with `digits` decimals; "—" when not finite. */
+export function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n)
+    ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : "—";
+}
+
+/** The lowest and highest of some paired ratios, as "0.90–0.99". */
+export function range(ratios: number[]): string {
+  return ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
+}

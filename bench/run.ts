@@ -18,10 +18,13 @@ import process from "node:process";
 import {
   CAN_PIN,
   echoServerCommand,
+  fmt,
   type Kind,
   type LoadResult,
   median,
   openIdleSessions,
+  pairedRatios as pairRatios,
+  range,
   root,
   rssKiB,
   runCommand,
@@ -232,27 +235,14 @@ for (const { runtime, kind } of targets) {
 }
 const rowOf = (runtime: string, kind: Kind, scenario: string) =>
   rows.find((r) => r.runtime === runtime && r.kind === kind && r.scenario.name === scenario);
-/**
- * `kind` / `against` (raw, or Erlang beside packet 4) for each repeat: the
- * two ran one right after the other, so a slow spell of the machine mostly
- * hits both, and the ratio of a pair moves less than either rate.
- */
-const pairedRatios = (runtime: string, kind: Kind, scenario: string, against: Kind = "raw"): number[] => {
-  const mine = samples.get(key(runtime, kind, scenario)) ?? [];
-  const other = samples.get(key(runtime, against, scenario)) ?? [];
-  return mine.flatMap((run, i) => (other[i] ? [(run.messages / run.seconds) / (other[i].messages / other[i].seconds)] : []));
-};
+/** `kind` / `against` (raw, or Erlang beside packet 4), repeat by repeat. */
+const pairedRatios = (runtime: string, kind: Kind, scenario: string, against: Kind = "raw"): number[] =>
+  pairRatios(samples.get(key(runtime, kind, scenario)) ?? [], samples.get(key(runtime, against, scenario)) ?? []);
 /** The median of the paired ratios. */
 const ratio = (runtime: string, kind: Kind, scenario: string) => {
   const ratios = pairedRatios(runtime, kind, scenario);
   return ratios.length > 0 ? median(ratios) : NaN;
 };
-/** The lowest and highest of some paired ratios, as "0.90–0.99". */
-const range = (ratios: number[]) =>
-  ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—";
 const kindLabel: Record<Kind, string> = { raw: "raw", pico0: "pico, packet 0", pico4: "pico, packet 4", erlang: "Erlang {packet,4}" };
 
 const lines: string[] = [];

@@ -8,11 +8,14 @@ import { join } from "node:path";
 import process from "node:process";
 import {
   echoServerCommand,
+  fmt,
   type Kind,
   runCommand,
   type Listening,
   type LoadResult,
   median,
+  pairedRatios,
+  range,
   root,
   runLoad,
   type Runtime,
@@ -86,17 +89,12 @@ export async function secureSection(runtimes: Runtime[], seconds: number, repeat
     }
   }
   const rate = (run: LoadResult) => run.messages / run.seconds;
-  const paired = (runtime: string, kind: SecureKind, scenario: string, against: SecureKind = "raw") => {
-    const mine = samples.get(key(runtime, kind, scenario)) ?? [];
-    const raw = samples.get(key(runtime, against, scenario)) ?? [];
-    return mine.flatMap((run, i) => (raw[i] ? [rate(run) / rate(raw[i])] : []));
-  };
-  const fmt = (n: number, digits = 0) =>
-    Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—";
   const cell = (runtime: string, kind: SecureKind, scenario: string, against: SecureKind = "raw") => {
-    const ratios = paired(runtime, kind, scenario, against);
-    if (ratios.length === 0) return "—";
-    return `${fmt(median(ratios), 2)} (${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)})`;
+    const ratios = pairedRatios(
+      samples.get(key(runtime, kind, scenario)) ?? [],
+      samples.get(key(runtime, against, scenario)) ?? [],
+    );
+    return ratios.length === 0 ? "—" : `${fmt(median(ratios), 2)} (${range(ratios)})`;
   };
   const lines = ["## TLS and Unix sockets", ""];
   lines.push(

@@ -121,6 +121,9 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
   };
 }
 
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
 // sun_path holds 108 bytes on Linux, the last one a NUL.
 const PATH_MAX_BYTES = 107;
 
@@ -131,7 +134,7 @@ function resolvePath(options: ServerOptions): string | undefined {
   if (typeof path !== "string" || path === "" || path.includes("\0")) {
     throw invalidArgument("path", path, "a non-empty file path");
   }
-  const bytes = new TextEncoder().encode(path).length;
+  const bytes = textEncoder.encode(path).length;
   if (bytes > PATH_MAX_BYTES) {
     throw invalidArgument("path", path, `a path of at most ${PATH_MAX_BYTES} bytes (a Unix socket's limit), not ${bytes}`);
   }
@@ -141,7 +144,6 @@ function resolvePath(options: ServerOptions): string | undefined {
   return path;
 }
 
-const textDecoder = new TextDecoder();
 
 /** The TLS option, checked, PEM as text, ALPN protocols as a list. */
 function resolveTls(tls: ServerOptions["tls"]): TlsSettings | undefined {
@@ -159,7 +161,7 @@ function resolveTls(tls: ServerOptions["tls"]): TlsSettings | undefined {
   if (
     !Array.isArray(alpnProtocols) ||
     !alpnProtocols.every((protocol) =>
-      typeof protocol === "string" && protocol !== "" && new TextEncoder().encode(protocol).length <= 255
+      typeof protocol === "string" && protocol !== "" && textEncoder.encode(protocol).length <= 255
     )
   ) {
     throw invalidArgument("tls.alpnProtocols", alpnProtocols, "an array of protocol names of 1 to 255 bytes");

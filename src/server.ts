@@ -400,7 +400,6 @@ export class SocketServer implements RegisteredServer {
   // In a group (workers): the group's limit, and the connection this server
   // took while the group was full, held unread until a slot frees anywhere.
   #slots: SharedSlots | undefined;
-  #reusePort = false;
   #held: Connection | undefined;
   // TLS connections in their handshake: each holds a session slot.
   #handshakes = new Set<Connection>();
@@ -439,11 +438,7 @@ export class SocketServer implements RegisteredServer {
     this.#options = resolveServerOptions(options);
     this.#sessionOptions = this.#options.session;
     this.#max = this.#options.max;
-    const member = (options as { [MEMBER]?: GroupMember })[MEMBER];
-    if (member !== undefined) {
-      this.#slots = member.slots;
-      this.#reusePort = true;
-    }
+    this.#slots = (options as { [MEMBER]?: GroupMember })[MEMBER]?.slots;
     this.#name = this.#options.name ?? "";
     // A named server is registered before it listens, so a duplicate is
     // refused before any port is bound; a default name needs the real port.
@@ -465,7 +460,8 @@ export class SocketServer implements RegisteredServer {
         port,
         path,
         tls,
-        reusePort: this.#reusePort || undefined,
+        // A group's members share the port.
+        reusePort: this.#slots !== undefined || undefined,
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
         lingerMs: session.lingerMs,
@@ -753,7 +749,6 @@ export class SocketServer implements RegisteredServer {
     }
     const closed = this.#sessions.size;
     for (const session of this.#sessions) session.close();
-    this.#closeHandshakes();
     await released;
     unregister(this);
     this.#state = "stopped";

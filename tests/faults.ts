@@ -165,11 +165,6 @@ async function honestRoundTrip(port: Endpoint, request: Uint8Array, answerLength
   }
 }
 
-/** Opens `count` connections at once (in groups, so the client side keeps up). */
-function connectMany(endpoint: Endpoint, count: number, group = 100): Promise<Client[]> {
-  return Client.connectMany(endpoint, count, group);
-}
-
 const PING = frame(4, "ping");
 
 /** A client that connects, reads a little of a stream, then leaves as `leave` says. */
@@ -210,7 +205,7 @@ export const faultCases: FaultCase[] = [
           const before = await server.status();
           const plain = { ...server.endpoint, tls: false };
           // Half send nothing, half the start of a ClientHello.
-          const stalled = await connectMany(plain, scale.handshakeStalls);
+          const stalled = await Client.connectMany(plain, scale.handshakeStalls);
           const hello = new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03]);
           await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write(hello)));
           // Each holds a slot until its timeout (a slow machine may see the first ones time out already).
@@ -252,7 +247,7 @@ export const faultCases: FaultCase[] = [
         const holder = await Client.connect(server.endpoint);
         await holder.write(PING);
         await holder.received(PING.length);
-        const doomed = await connectMany(server.endpoint, scale.backlogResets);
+        const doomed = await Client.connectMany(server.endpoint, scale.backlogResets);
         for (const client of doomed) client.reset();
         await sleep(50);
         holder.destroy();
@@ -302,7 +297,7 @@ export const faultCases: FaultCase[] = [
     run: (transport, scale, host) =>
       withFaultServer({ ...over(transport), handler: "echo", max: scale.floodMax, packet: 4 }, host, async (server) => {
         const count = scale.floodMax * 10;
-        const clients = await connectMany(server.endpoint, count);
+        const clients = await Client.connectMany(server.endpoint, count);
         const started = performance.now();
         await Promise.all(clients.map(async (client, i) => {
           const request = frame(4, `request ${i}`);
@@ -352,7 +347,7 @@ export const faultCases: FaultCase[] = [
     run: (transport, scale, host) =>
       withFaultServer({ ...over(transport), handler: "stream", max: scale.neverReading, packet: 4 }, host, async (server) => {
         const before = await server.collected();
-        const clients = await connectMany(server.endpoint, scale.neverReading);
+        const clients = await Client.connectMany(server.endpoint, scale.neverReading);
         // Over TLS, they read until their handshake is done.
         await Promise.all(clients.map((client) => client.secured()));
         for (const client of clients) client.stopReading();
@@ -482,7 +477,7 @@ export const faultCases: FaultCase[] = [
       const config: FaultServerConfig = { ...over(transport), handler: "echo", max: 1, packet: 4 };
       const server = await FaultServer.start(config, host?.runtime, host?.executable);
       try {
-        const clients = await connectMany(server.endpoint, scale.stopWaiting + 1);
+        const clients = await Client.connectMany(server.endpoint, scale.stopWaiting + 1);
         await server.until((r) => r.num === 1, "one running session");
         const started = performance.now();
         const report = await server.stop();
@@ -516,7 +511,7 @@ export const faultCases: FaultCase[] = [
         return {};
       }, { crashes: kinds.length });
       await withFaultServer({ ...over(transport), handler: "throwAtOnce", max: 4 }, host, async (server) => {
-        const clients = await connectMany(server.endpoint, 8);
+        const clients = await Client.connectMany(server.endpoint, 8);
         await Promise.all(clients.map((client) => client.whenClosed(5000)));
         await server.until((r) => r.started === 8 && r.num === 0, "every session to end");
         return {};
