@@ -59,7 +59,8 @@ export {
   type StopOptions,
   type StopResult,
   type TlsOptions,
+  type WorkersOptions,
 } from "./src/server.ts";
 export type { SessionEndReason } from "./src/end_reason.ts";
-export type { RecvOptions, Session, SessionOptions } from "./src/session.ts";
+export type { RecvOptions, Session, SessionInfo, SessionOptions } from "./src/session.ts";
 export type { SocketAddress } from "./src/transport.ts";

@@ -40,6 +40,7 @@ import { listenOnPath } from "../src/unix_path.ts";
 import { unlinkSync } from "node:fs";
 import { acceptsOnPath, isSocketFile } from "./unix_files.ts";
 import { checkTls } from "./tls_check.ts";
+import { startThread } from "./threads.ts";
 
 // Local shapes of the few Bun APIs used, so that no Bun types are needed
 // (the package type-checks under Deno and Node too).
@@ -364,6 +365,7 @@ function listen(options: ListenOptions): Promise<Listener> {
 export const bunTransport: Transport = {
   name: "bun",
   listen,
+  startThread,
   // Each send is a system call: a bound of a few 64 KiB packets lets the
   // answers held for a handler's next packets leave joined.
   writeHighWaterMark: 256 * 1024,

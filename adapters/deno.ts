@@ -43,6 +43,7 @@ import { AcceptQueue, QueueListener } from "../src/accept_queue.ts";
 import { SocketConnection } from "../src/connection.ts";
 import { listenFailure } from "../src/listen_failure.ts";
 import { listenOnPath } from "../src/unix_path.ts";
+import { startThread } from "./threads.ts";
 
 // Local shapes of the few Deno APIs used, so that no Deno types are needed
 // (the package type-checks under Node and Bun too).
@@ -369,6 +370,7 @@ function listen(options: ListenOptions): Promise<Listener> {
 export const denoTransport: Transport = {
   name: "deno",
   listen,
+  startThread,
   // Deno reports a write done on the next turn of the event loop, however
   // fast the socket took it: a bound of a few 64 KiB packets lets a handler
   // send a chunk's packets in one turn instead of waiting a turn for each.

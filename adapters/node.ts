@@ -51,6 +51,7 @@ import {
   readInto,
   unsentBytes,
 } from "./node_handles.ts";
+import { startThread } from "./threads.ts";
 
 // The verbs a socket belongs to, for the listeners below: they are shared
 // by every socket (`this` is the socket), so an idle connection carries no
@@ -408,5 +409,6 @@ async function listen(options: ListenOptions): Promise<Listener> {
 export const nodeTransport: Transport = {
   name: "node",
   listen,
+  startThread,
   lingerProgress: progressWithinWrites ? "byte" : "write",
 };

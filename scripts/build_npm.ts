@@ -27,7 +27,8 @@ function fail(message: string): never {
 
 // 1. Compile. The entry points are deno.json's exports; tsc follows imports.
 rmSync(out, { recursive: true, force: true });
-const entries = Object.values(denoJson.exports).map((path) => join(root, path));
+// Also the worker threads' entry, which is started by its URL, not imported.
+const entries = [...Object.values(denoJson.exports), "adapters/worker_thread.ts"].map((path) => join(root, path));
 try {
   execFileSync(join(root, "node_modules/.bin/tsc"), [
     "--outDir", out,

@@ -26,6 +26,8 @@ const unitTests = [
 // On every runtime: the Node adapter (all three ship node:net) and the demo
 // on the runtime's default adapter.
 const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
+// On every runtime, on its own sockets and threads: servers with workers.
+const threads = "tests/workers.test.ts";
 
 interface Step {
   label: string;
@@ -82,14 +84,15 @@ const steps: Step[] = [
     command: bin("deno"),
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
-      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
+      "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "src/group_member.ts", "src/worker_group.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
+      "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts",
       "examples/chat.ts", "examples/tls.ts", "examples/unix.ts",
     ],
   },
   {
     label: "node: unit tests and the node adapter",
     command: bin("node"),
-    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere, "tests/secure_faults.test.ts"],
+    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere, threads, "tests/secure_faults.test.ts"],
     count: nodeCount,
   },
   {
@@ -106,9 +109,17 @@ const steps: Step[] = [
     count: countDeno,
   },
   {
+    // deno test type-checks each worker thread's modules as it starts (a
+    // second or two each); they were checked above.
+    label: "deno: servers with workers (--no-check)",
+    command: bin("deno"),
+    args: ["test", "-A", "--no-check", threads],
+    count: countDeno,
+  },
+  {
     label: "bun: unit tests, the bun adapter and the node adapter",
     command: bin("bun"),
-    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", ...everywhere].map((file) => `./${file}`)],
+    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", ...everywhere, threads].map((file) => `./${file}`)],
     count: (output) => ({
       passed: lastNumber(output, /^\s*(\d+) pass$/gm),
       failed: lastNumber(output, /^\s*(\d+) fail$/gm),

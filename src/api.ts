@@ -16,8 +16,9 @@ import {
   SocketServer,
   type StopOptions,
   type StopResult,
+  type WorkersOptions,
 } from "./server.ts";
-import type { Session, SessionOptions } from "./session.ts";
+import type { Session, SessionInfo, SessionOptions } from "./session.ts";
 
 /**
  * How a server is named in `stopServer`, `serverPort`, `serverStatus` and
@@ -32,7 +33,7 @@ import type { Session, SessionOptions } from "./session.ts";
  * await server.stop();
  * ```
  */
-export type ServerRef = SocketServer | RegisteredServer | string | number;
+export type ServerRef = SocketServer<SessionInfo> | RegisteredServer | string | number;
 
 /**
  * Starts a server, resolving once it listens. Four forms, as proc_socket_server's
@@ -41,6 +42,8 @@ export type ServerRef = SocketServer | RegisteredServer | string | number;
  * - `startServer(name, port, max, handler)`
  * - `startServer(port, max, handler, options)` (more options, e.g. `hostname`)
  * - `startServer(options)`
+ * - `startServer({ workers, handler: module, ... })`: on `workers` threads
+ *   sharing the port and one exact `max` (see {@linkcode WorkersOptions})
  *
  * The positional forms use packet type `0` (raw), as proc_socket_server does. Rejects
  * with a {@linkcode SocketServerError}: `name_in_use`, `invalid_argument`, or
@@ -64,7 +67,37 @@ export function startServer(
     | [name: string, port: number, max: number, handler: SessionHandler]
     | [port: number, max: number, handler: SessionHandler, options: Partial<ServerOptions>]
     | [options: ServerOptions]
-): Promise<SocketServer> {
+): Promise<SocketServer>;
+/**
+ * Starts a server on `workers` threads, resolving once every thread
+ * listens: each loads the handler module and listens on the same port, and
+ * all share one exact `max` (see {@linkcode WorkersOptions}). Rejects as the
+ * other forms do, and with `invalid_argument` when the handler module
+ * cannot be loaded or has no default export function.
+ *
+ * @param options The options, with `workers` and the handler's module.
+ * @returns The running server, standing for every thread.
+ * @example Two threads
+ * ```ts
+ * import { startServer } from "@pico/socket-server";
+ * const server = await startServer({
+ *   port: 0,
+ *   max: 100,
+ *   workers: 2,
+ *   handler: new URL("./echo_handler.ts", import.meta.url),
+ * });
+ * console.log(server.status().workers); // 2
+ * await server.stop();
+ * ```
+ */
+export function startServer(options: WorkersOptions): Promise<SocketServer<SessionInfo>>;
+export function startServer(
+  ...args:
+    | [port: number, max: number, handler: SessionHandler]
+    | [name: string, port: number, max: number, handler: SessionHandler]
+    | [port: number, max: number, handler: SessionHandler, options: Partial<ServerOptions>]
+    | [options: ServerOptions | WorkersOptions]
+): Promise<SocketServer<SessionInfo>> {
   return start(() => {
     if (args.length === 1) return args[0];
     if (typeof args[0] === "string") {
@@ -122,8 +155,8 @@ export function startRawServer(
   });
 }
 
-async function start(options: () => ServerOptions): Promise<SocketServer> {
-  const server = new SocketServer(options());
+async function start<S extends SessionInfo>(options: () => ServerOptions | WorkersOptions): Promise<SocketServer<S>> {
+  const server = new SocketServer<S>(options());
   await server.listening;
   return server;
 }
@@ -201,7 +234,25 @@ export async function serverStatus(ref: ServerRef, timeoutMs?: number): Promise<
  * await server.stop();
  * ```
  */
-export async function serverChildren(ref: ServerRef, timeoutMs?: number): Promise<Session[]> {
+export function serverChildren<S extends SessionInfo>(ref: SocketServer<S>, timeoutMs?: number): Promise<S[]>;
+/**
+ * The running sessions of a server named by its name or port: its
+ * {@linkcode Session}s, or for a server with workers, their
+ * {@linkcode SessionInfo}.
+ *
+ * @param ref The server's name or port (or the server).
+ * @param timeoutMs How long to wait for a server not yet listening.
+ * @returns The sessions, oldest first.
+ * @example Counting sessions by name
+ * ```ts
+ * import { serverChildren, startServer } from "@pico/socket-server";
+ * const server = await startServer("api", 0, 10, () => {});
+ * console.log((await serverChildren("api")).length);
+ * await server.stop();
+ * ```
+ */
+export function serverChildren(ref: ServerRef, timeoutMs?: number): Promise<SessionInfo[]>;
+export async function serverChildren(ref: ServerRef, timeoutMs?: number): Promise<SessionInfo[]> {
   return (await find(ref, timeoutMs)).children();
 }
 

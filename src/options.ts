@@ -9,9 +9,9 @@
 
 import { invalidArgument } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
-import type { RefusedConnection, ServerOptions, SessionHandler } from "./server.ts";
+import type { RefusedConnection, ServerOptions, SessionHandler, WorkersOptions } from "./server.ts";
 import type { SessionEndReason } from "./end_reason.ts";
-import type { Session, SessionOptions } from "./session.ts";
+import type { Session, SessionInfo, SessionOptions } from "./session.ts";
 import type { TlsSettings, Transport } from "./transport.ts";
 
 /** Checks a packet type given by a caller; throws a clear error otherwise. */
@@ -66,10 +66,12 @@ function isInteger(value: unknown, min: number, max: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
 }
 
-function reportError(error: unknown, session?: Session): void {
+/** The default `onError`: logs the error and where it came from. */
+export function reportError(error: unknown, session?: SessionInfo): void {
   const where = session === undefined
-    ? "failed to accept a connection"
-    : `session ${session.id} from ${session.remoteAddress.hostname}:${session.remoteAddress.port} crashed`;
+    ? (error as { code?: unknown } | null)?.code === "worker_exit" ? "a worker thread ended" : "failed to accept a connection"
+    : `session ${session.id}${session.worker ? ` (worker ${session.worker})` : ""} from ` +
+      `${session.remoteAddress.hostname}:${session.remoteAddress.port} crashed`;
   console.error(`pico-socket-server: ${where}:`, error);
 }
 
@@ -119,6 +121,78 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
     onSessionEnd: options.onSessionEnd,
     onRefused: options.onRefused,
   };
+}
+
+/** A group's checked settings: how many threads, and the handler module they load. */
+export interface ResolvedWorkers {
+  count: number;
+  module: string;
+  /** The rest of the options, to check as a server's. */
+  options: Omit<ServerOptions, "handler">;
+}
+
+// Enough for any machine; a typo of 10000 threads is refused.
+const MAX_WORKERS = 1024;
+
+/**
+ * With `workers`, the group's settings, checked; without, `undefined` (a
+ * handler module given without `workers` is refused).
+ */
+export function resolveWorkers(options: ServerOptions | WorkersOptions): ResolvedWorkers | undefined {
+  if (typeof options !== "object" || options === null) return undefined;
+  const { handler } = options;
+  if (!("workers" in options) || options.workers === undefined) {
+    if (typeof handler === "string" || handler instanceof URL) {
+      throw invalidArgument("handler", String(handler), "a function (a module is for servers started with workers)");
+    }
+    return undefined;
+  }
+  const { workers, handler: _handler, onError, onSessionStart, onSessionEnd, ...rest } = options as WorkersOptions;
+  let count: number;
+  if (workers === "auto") {
+    count = Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
+  } else if (isInteger(workers, 1, MAX_WORKERS)) {
+    count = workers;
+  } else {
+    throw invalidArgument("workers", workers, `an integer from 1 to ${MAX_WORKERS}, or "auto"`);
+  }
+  if ("transport" in options && options.transport !== undefined) {
+    throw invalidArgument("transport", options.transport, "none with workers: each worker thread uses its runtime's sockets");
+  }
+  if ("path" in options && options.path !== undefined) {
+    throw invalidArgument(
+      "path",
+      options.path,
+      "none with workers: the threads share a TCP port (SO_REUSEPORT), which Unix domain sockets cannot share; " +
+        "run one server on the path",
+    );
+  }
+  for (const [name, callback] of Object.entries({ onError, onSessionStart, onSessionEnd })) {
+    if (callback !== undefined && typeof callback !== "function") throw invalidArgument(name, callback, "a function");
+  }
+  return { count, module: handlerModule(handler), options: rest };
+}
+
+/** A handler module as a thread can import it: a URL, an absolute path as a file URL, or a bare specifier. */
+function handlerModule(handler: unknown): string {
+  if (handler instanceof URL) return handler.href;
+  if (typeof handler !== "string" || handler === "") {
+    throw invalidArgument(
+      "handler",
+      handler,
+      "with workers, the handler's module: a URL (new URL(\"./handler.ts\", import.meta.url)) or a specifier, " +
+        "whose default export is the handler",
+    );
+  }
+  if (handler.startsWith("/")) return new URL(`file://${encodeURI(handler).replace(/[?#]/g, encodeURIComponent)}`).href;
+  if (handler.startsWith("./") || handler.startsWith("../")) {
+    throw invalidArgument(
+      "handler",
+      handler,
+      "a module a worker thread can find: a relative path has no base there; pass new URL(path, import.meta.url)",
+    );
+  }
+  return handler;
 }
 
 const textEncoder = new TextEncoder();

@@ -7,19 +7,22 @@
 
 import { invalidArgument, SocketServerError } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
-import { checkMax, type ResolvedServerOptions, resolveServerOptions, type ResolvedSessionOptions } from "./options.ts";
+import {
+  checkMax,
+  type ResolvedServerOptions,
+  resolveServerOptions,
+  type ResolvedSessionOptions,
+  resolveWorkers,
+} from "./options.ts";
 import { AcceptLoop } from "./accept_loop.ts";
 import { defaultTransport } from "./default_transport.ts";
 import { endReason, type SessionEndReason } from "./end_reason.ts";
 import { defaultServerName, register, unregister } from "./registry.ts";
-import {
-  requestShutdown,
-  Session,
-  type SessionOptions,
-} from "./session.ts";
+import { requestShutdown, Session, type SessionInfo, type SessionOptions } from "./session.ts";
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
 import { endpointName } from "./listen_failure.ts";
 import type { SharedSlots } from "./shared_slots.ts";
+import { WorkerGroup } from "./worker_group.ts";
 
 // How long a wait for a slot of the group lasts before it looks again (a
 // stopped server's wait then ends; a freed slot wakes it at once).
@@ -168,6 +171,57 @@ export interface ServerOptions {
   onSessionEnd?: (session: Session, reason: SessionEndReason, error?: unknown) => void;
   /** Called for each connection refused because `backlog` were waiting. */
   onRefused?: (info: RefusedConnection) => void;
+}
+
+/**
+ * The options of a server on several threads (`workers`): those of
+ * {@linkcode ServerOptions}, with the handler given as a module that each
+ * worker thread loads, and event callbacks that see each session as a
+ * {@linkcode SessionInfo} (what can cross a thread). Every worker listens on
+ * the same port (the kernel spreads the connections) and all share one
+ * exact `max`.
+ *
+ * @example Four threads sharing port 7000 and 1000 sessions
+ * ```ts
+ * import { startServer, type WorkersOptions } from "@pico/socket-server";
+ * const options: WorkersOptions = {
+ *   port: 7000,
+ *   max: 1000,
+ *   workers: 4,
+ *   handler: new URL("./echo_handler.ts", import.meta.url),
+ *   onSessionEnd: (session, reason) => console.log(session.id, session.worker, reason),
+ * };
+ * const server = await startServer(options);
+ * await server.stop({ timeoutMs: 5000 });
+ * ```
+ */
+export interface WorkersOptions extends
+  Omit<ServerOptions, "handler" | "transport" | "path" | "onError" | "onSessionStart" | "onSessionEnd"> {
+  /**
+   * How many worker threads serve the port, or `"auto"`: one per available
+   * core. Each runs the handler module in its own thread.
+   */
+  workers: number | "auto";
+  /**
+   * The handler's module, whose default export is the handler: a URL (e.g.
+   * `new URL("./handler.ts", import.meta.url)`), an absolute path, or a
+   * specifier the worker can import (a package's).
+   */
+  handler: URL | string;
+  /**
+   * Called when a handler fails (with its session) or a worker thread ends
+   * unexpectedly (code `"worker_exit"`; it is restarted).
+   * @default {logs with console.error}
+   */
+  onError?: (error: unknown, session?: SessionInfo) => void;
+  /** Called when a session starts in any worker. */
+  onSessionStart?: (session: SessionInfo) => void;
+  /**
+   * Called when a session ends in any worker (before the start of the
+   * session that takes its slot); a worker that dies ends its sessions with
+   * `"crash"`.
+   */
+  onSessionEnd?: (session: SessionInfo, reason: SessionEndReason, error?: unknown) => void;
 }
 
 /**
@@ -326,6 +380,13 @@ export interface ServerStatus {
   waiting: number;
   /** Sessions ended so far, by reason. */
   ended: Record<SessionEndReason, number>;
+  /** With `workers`: how many worker threads serve the port. */
+  workers?: number;
+  /**
+   * With `workers`: how many times a worker thread ended unexpectedly and
+   * was started again.
+   */
+  workerRestarts?: number;
 }
 
 /**
@@ -354,7 +415,7 @@ export interface RegisteredServer {
   /** A snapshot of the server's counters. */
   status(): ServerStatus;
   /** The running sessions. */
-  children(): Session[];
+  children(): SessionInfo[];
   /** Stops the server, at once or gracefully. */
   stop(options?: StopOptions): Promise<StopResult>;
 }
@@ -371,7 +432,9 @@ export interface RegisteredServer {
  * await server.stop();
  * ```
  */
-export class SocketServer implements RegisteredServer {
+export class SocketServer<S extends SessionInfo = Session> implements RegisteredServer {
+  // With `workers`: the group this server stands for (every method is its).
+  #group: WorkerGroup | undefined;
   #options: ResolvedServerOptions;
   // Known once the server listens: the transport (the option, or the
   // runtime's default) and the session options with its write bound.
@@ -434,7 +497,18 @@ export class SocketServer implements RegisteredServer {
    * await server.stop();
    * ```
    */
-  constructor(options: ServerOptions) {
+  constructor(options: ServerOptions | WorkersOptions) {
+    const workers = resolveWorkers(options);
+    if (workers !== undefined) {
+      this.#options = resolveServerOptions({ ...workers.options, handler: () => {} });
+      this.#sessionOptions = this.#options.session;
+      this.#max = this.#options.max;
+      this.#name = this.#options.name ?? ""; // what the registry reads while the group registers
+      this.#group = new WorkerGroup(options as WorkersOptions, workers.count, workers.module, this);
+      this.listening = this.#group.listening;
+      return;
+    }
+    options = options as ServerOptions;
     this.#options = resolveServerOptions(options);
     this.#sessionOptions = this.#options.session;
     this.#max = this.#options.max;
@@ -517,12 +591,12 @@ export class SocketServer implements RegisteredServer {
 
   /** The name the server is registered under. */
   get name(): string {
-    return this.#name;
+    return this.#group?.name ?? this.#name;
   }
 
   /** The port listened on (the real one when `0` was asked), or 0 before listening. */
   get port(): number {
-    return this.#port;
+    return this.#group?.port ?? this.#port;
   }
 
   /** The Unix socket path listened on, or `undefined` on a TCP port. */
@@ -532,7 +606,7 @@ export class SocketServer implements RegisteredServer {
 
   /** The most sessions that may run at once (see {@linkcode SocketServer.setMax}). */
   get max(): number {
-    return this.#max;
+    return this.#group?.max ?? this.#max;
   }
 
   get #refused(): number {
@@ -552,7 +626,7 @@ export class SocketServer implements RegisteredServer {
 
   /** Where the server is in its life. */
   get state(): ServerState {
-    return this.#state;
+    return this.#group?.state ?? this.#state;
   }
 
   /**
@@ -569,6 +643,7 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   status(): ServerStatus {
+    if (this.#group) return this.#group.status();
     const status: ServerStatus = {
       num: this.#sessions.size,
       max: this.#slots?.max ?? this.#max,
@@ -599,8 +674,9 @@ export class SocketServer implements RegisteredServer {
    * await server.stop();
    * ```
    */
-  children(): Session[] {
-    return [...this.#sessions];
+  children(): S[] {
+    if (this.#group) return this.#group.children() as S[];
+    return [...this.#sessions] as unknown as S[];
   }
 
   /**
@@ -618,6 +694,7 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   setMax(max: number): void {
+    if (this.#group) return this.#group.setMax(max);
     checkMax(max);
     this.#max = max;
     this.#slots?.setMax(max);
@@ -640,6 +717,7 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   async suspend(): Promise<void> {
+    if (this.#group) return await this.#group.suspend();
     await this.#resuming?.catch(() => {});
     if (this.#state === "suspended") return;
     this.#expectState("running", "suspend");
@@ -667,6 +745,7 @@ export class SocketServer implements RegisteredServer {
    * ```
    */
   resume(): Promise<void> {
+    if (this.#group) return this.#group.resume();
     if (this.#resuming) return this.#resuming;
     if (this.#state === "running") return Promise.resolve();
     try {
@@ -714,7 +793,7 @@ export class SocketServer implements RegisteredServer {
     if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
       return Promise.reject(invalidArgument("stop timeout", timeoutMs, "a number of milliseconds, 0 or more"));
     }
-    this.#stopped ??= this.#stop(timeoutMs);
+    this.#stopped ??= this.#group ? this.#group.stop(timeoutMs) : this.#stop(timeoutMs);
     return this.#stopped;
   }
 
@@ -830,7 +909,8 @@ export class SocketServer implements RegisteredServer {
     const options = this.#sessionOptions;
     let session: Session;
     try {
-      session = new Session({ id: this.#nextSessionId++, connection, packetType, packetSize, options });
+      const id = this.#slots?.nextId() ?? this.#nextSessionId++;
+      session = new Session({ id, connection, packetType, packetSize, options });
     } catch (error) {
       connection.close();
       this.#slots?.release();
@@ -862,13 +942,15 @@ export class SocketServer implements RegisteredServer {
     const reason = endReason(session.closed, error, failed);
     session.close();
     if (!this.#sessions.delete(session)) return;
-    this.#slots?.release();
     this.#ended[reason]++;
     if (reason === "crash") this.#report(error, session);
     const onSessionEnd = this.#options.onSessionEnd;
     if (onSessionEnd) {
       this.#safely(() => (failed ? onSessionEnd(session, reason, error) : onSessionEnd(session, reason)));
     }
+    // In a group, after its end is told: the session that takes the slot
+    // is told after it.
+    this.#slots?.release();
     if (this.#sessions.size === 0) this.#drained?.();
     this.#acceptLoop.next();
   }

@@ -77,6 +77,56 @@ export interface SessionOptions {
   lingerMs?: number;
 }
 
+/**
+ * What every session shows, in its own thread or across threads: a
+ * {@linkcode Session} is one; so is each session of a group of worker
+ * threads (`workers`) as the main thread sees it in `children()` and its
+ * events, where the counters are as of the session's start or end.
+ *
+ * @example Listing a group's sessions
+ * ```ts
+ * import type { SessionInfo } from "@pico/socket-server";
+ * function describe(session: SessionInfo): string {
+ *   const { hostname, port } = session.remoteAddress;
+ *   return `#${session.id} on worker ${session.worker} from ${hostname}:${port}`;
+ * }
+ * ```
+ */
+export interface SessionInfo {
+  /** A number unique among the server's sessions (the whole group's, with workers). */
+  readonly id: number;
+  /** The worker thread that runs it: 1 to n with `workers`, else 0. */
+  readonly worker: number;
+  /** The peer's address. */
+  readonly remoteAddress: SocketAddress;
+  /** This side's address. */
+  readonly localAddress: SocketAddress;
+  /** When the session started (milliseconds since the epoch). */
+  readonly startedAt: number;
+  /** Whether the connection is TLS. */
+  readonly encrypted: boolean;
+  /** The protocol agreed by ALPN, or `null`. */
+  readonly alpnProtocol: string | null;
+  /** Bytes received from the peer. */
+  readonly bytesIn: number;
+  /** Bytes written to the peer. */
+  readonly bytesOut: number;
+  /** Whole packets received. */
+  readonly packetsIn: number;
+  /** Packets sent. */
+  readonly packetsOut: number;
+  /** Closes the session's connection (in its own thread). */
+  close(): void;
+}
+
+// The worker thread this module runs in (1 to n in a group's thread, else 0).
+let threadWorker = 0;
+
+/** Marks this thread as worker `worker` of a group (its sessions' `worker`). */
+export function setThreadWorker(worker: number): void {
+  threadWorker = worker;
+}
+
 /** What a session needs from the server that runs it. */
 export interface SessionInit {
   id: number;
@@ -188,8 +238,8 @@ export interface RecvOptions {
  * await server.stop();
  * ```
  */
-export class Session {
-  /** A number unique among this process's sessions. */
+export class Session implements SessionInfo {
+  /** A number unique among the server's sessions (the whole group's, with workers). */
   readonly id: number;
   /** The peer's address. */
   readonly remoteAddress: SocketAddress;
@@ -253,6 +303,20 @@ export class Session {
     onLost = (session) => session.#onLost();
     deliver = (session, packet) => session.#deliver(packet);
     receive = (session, timeoutMs, forIterator) => session.#receive(timeoutMs, forIterator);
+  }
+
+  /**
+   * The worker thread that runs this session: 1 to n on a server started
+   * with `workers`, else 0.
+   *
+   * @example Logging where a session runs
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * const handler = (session: Session) => console.log(`session ${session.id} on worker ${session.worker}`);
+   * ```
+   */
+  get worker(): number {
+    return threadWorker;
   }
 
   /**

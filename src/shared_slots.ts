@@ -11,11 +11,14 @@
  * @module
  */
 
-// Cells of the shared Int32Array.
+// Cells of the shared Int32Array, then one per holder (a worker thread):
+// the slots it holds, so that a holder that dies can have them given back.
 const USED = 0; // slots taken now
 const MAX = 1; // the limit
 const GENERATION = 2; // bumped whenever a slot may have become free
-const CELLS = 3;
+const SEQUENCE = 3; // the group's event order (session starts and ends)
+const IDS = 4; // the last session id given out in the group
+const CELLS = 5;
 
 type WaitAsync = (
   array: Int32Array,
@@ -33,20 +36,25 @@ export class SharedSlots {
   /** The shared memory: hand it to the other threads (postMessage, workerData). */
   readonly buffer: SharedArrayBuffer;
   #cells: Int32Array;
+  // The cell counting this view's holder's slots, or -1 (not counted).
+  #held: number;
 
   /**
    * @param from The limit, for a new group (the main thread), or the buffer
    * of an existing one (a worker thread).
+   * @param holders For a new group: how many holders have their slots counted.
+   * @param holder For a view of an existing group: whose slots it counts (0 to holders - 1).
    */
-  constructor(from: number | SharedArrayBuffer) {
+  constructor(from: number | SharedArrayBuffer, holders = 0, holder?: number) {
     if (typeof from === "number") {
-      this.buffer = new SharedArrayBuffer(CELLS * Int32Array.BYTES_PER_ELEMENT);
+      this.buffer = new SharedArrayBuffer((CELLS + holders) * Int32Array.BYTES_PER_ELEMENT);
       this.#cells = new Int32Array(this.buffer);
       Atomics.store(this.#cells, MAX, from);
     } else {
       this.buffer = from;
       this.#cells = new Int32Array(from);
     }
+    this.#held = holder === undefined ? -1 : CELLS + holder;
   }
 
   /** Slots taken now, in the whole group. */
@@ -65,24 +73,51 @@ export class SharedSlots {
     for (;;) {
       const used = Atomics.load(cells, USED);
       if (used >= Atomics.load(cells, MAX)) return false;
-      if (Atomics.compareExchange(cells, USED, used, used + 1) === used) return true;
+      if (Atomics.compareExchange(cells, USED, used, used + 1) === used) break;
     }
+    // Counted as the holder's after it is taken: a holder ending in between
+    // can leak a slot, never free one it did not take.
+    if (this.#held >= 0) Atomics.add(cells, this.#held, 1);
+    return true;
   }
 
   /** Gives a slot back and wakes the threads waiting for one. */
   release(): void {
+    if (this.#held >= 0) Atomics.sub(this.#cells, this.#held, 1);
     Atomics.sub(this.#cells, USED, 1);
     this.#changed();
   }
 
+  /** Slots that holder `holder` has now. */
+  heldBy(holder: number): number {
+    return Atomics.load(this.#cells, CELLS + holder);
+  }
+
   /**
-   * Gives back every slot of a thread that ended without giving them back
-   * (a worker that died), and wakes the waiters.
+   * Gives back every slot of a holder that ended without giving them back
+   * (a worker that died), and wakes the waiters; returns how many.
    */
-  releaseMany(count: number): void {
-    if (count <= 0) return;
-    Atomics.sub(this.#cells, USED, count);
-    this.#changed();
+  releaseHolder(holder: number): number {
+    const count = Atomics.exchange(this.#cells, CELLS + holder, 0);
+    if (count > 0) {
+      Atomics.sub(this.#cells, USED, count);
+      this.#changed();
+    }
+    return count;
+  }
+
+  /**
+   * The next number of the group's event order. A session's end takes its
+   * number before its slot is given back, a start after its slot is taken,
+   * so the end of a session comes before the start that took its slot.
+   */
+  nextSequence(): number {
+    return Atomics.add(this.#cells, SEQUENCE, 1);
+  }
+
+  /** A session id unique in the group (from 1). */
+  nextId(): number {
+    return Atomics.add(this.#cells, IDS, 1) + 1;
   }
 
   /** Changes the limit; raising it wakes the waiters. Running holders keep their slots. */

@@ -411,4 +411,70 @@ export interface Transport {
    * such as `"EADDRINUSE"`, `"EACCES"` or `"EADDRNOTAVAIL"` when it cannot.
    */
   listen(options: ListenOptions): Promise<Listener>;
+  /**
+   * Starts a worker thread of a group (`workers`) that runs one member
+   * server with `data` (structured-clonable, a SharedArrayBuffer shared).
+   * Left out, the transport serves no workers.
+   */
+  startThread?(data: unknown, events: WorkerThreadEvents): WorkerThread;
+}
+
+/**
+ * A worker thread an adapter started for a group, as the core drives it.
+ *
+ * @example Stopping a thread
+ * ```ts
+ * import type { WorkerThread } from "@pico/socket-server/transport";
+ * async function end(thread: WorkerThread): Promise<void> {
+ *   await thread.terminate();
+ * }
+ * ```
+ */
+export interface WorkerThread {
+  /** Sends a message to the thread (structured clone). */
+  post(message: unknown): void;
+  /** Ends the thread at once; its sockets close with it. */
+  terminate(): Promise<void>;
+}
+
+/**
+ * What a worker thread reports to the core: its messages, in the order it
+ * posted them, then its end (after its last message).
+ *
+ * @example Logging a thread's end
+ * ```ts
+ * import type { WorkerThreadEvents } from "@pico/socket-server/transport";
+ * const events: WorkerThreadEvents = {
+ *   message: (message) => console.log(message),
+ *   exit: (error) => console.log("thread ended", error),
+ * };
+ * ```
+ */
+export interface WorkerThreadEvents {
+  /** A message the thread posted. */
+  message(message: unknown): void;
+  /**
+   * The thread ended: `error` says why when it did not end cleanly (an
+   * uncaught error, out of memory, a non-zero exit code).
+   */
+  exit(error: Error | undefined): void;
+}
+
+/**
+ * The thread side of a group member: how it talks to the main thread.
+ *
+ * @example A channel over a MessagePort-like object
+ * ```ts
+ * import type { MemberChannel } from "@pico/socket-server/transport";
+ * const channel: MemberChannel = {
+ *   post: (message) => console.log(message),
+ *   onMessage: () => {},
+ * };
+ * ```
+ */
+export interface MemberChannel {
+  /** Posts a message to the main thread. */
+  post(message: unknown): void;
+  /** Calls `receive` with each message of the main thread. */
+  onMessage(receive: (message: unknown) => void): void;
 }

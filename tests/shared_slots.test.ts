@@ -34,8 +34,26 @@ test("slots: another thread's view of the same buffer is the same limit", () => 
   assert.equal(other.max, 1);
   assert.equal(slots.tryTake(), true);
   assert.equal(other.tryTake(), false);
-  other.releaseMany(1);
+  other.release();
   assert.equal(slots.used, 0);
+});
+
+test("slots: a holder's slots are counted, and given back at once when it is gone", () => {
+  const group = new SharedSlots(3, 2);
+  const first = new SharedSlots(group.buffer, 0, 0);
+  const second = new SharedSlots(group.buffer, 0, 1);
+  assert.equal(first.tryTake(), true);
+  assert.equal(first.tryTake(), true);
+  assert.equal(second.tryTake(), true);
+  assert.equal(second.tryTake(), false);
+  assert.deepEqual([group.heldBy(0), group.heldBy(1)], [2, 1]);
+  first.release();
+  assert.equal(group.heldBy(0), 1);
+  assert.equal(group.releaseHolder(1), 1);
+  assert.equal(group.releaseHolder(1), 0);
+  assert.deepEqual([group.used, group.heldBy(1)], [1, 0]);
+  assert.deepEqual([group.nextSequence(), first.nextSequence(), second.nextSequence()], [0, 1, 2]);
+  assert.deepEqual([first.nextId(), second.nextId()], [1, 2]);
 });
 
 test("slots: four threads racing for 3 slots never hold more than 3 at once", { timeout: 60_000 }, async () => {
