@@ -86,13 +86,21 @@ export type GroupMessage =
   | { type: "call"; call: number; op: "stop" | "suspend" | "resume"; timeoutMs?: number }
   | { type: "close"; id: number };
 
-/** An error, as it can cross a thread. */
+/**
+ * An error, as it can cross a thread; never throws, whatever a handler
+ * threw (a value whose every property throws, a symbol, a cyclic object).
+ */
 export function toWire(error: unknown): WireError {
-  if (!(error instanceof Error)) return { name: "Error", message: String(error) };
-  const wire: WireError = { name: error.name, message: error.message, stack: error.stack };
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string") wire.code = code;
-  return wire;
+  try {
+    if (!(error instanceof Error)) return { name: "Error", message: typeof error === "symbol" ? error.toString() : String(error) };
+    const wire: WireError = { name: String(error.name), message: String(error.message) };
+    if (typeof error.stack === "string") wire.stack = error.stack;
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === "string") wire.code = code;
+    return wire;
+  } catch {
+    return { name: "Error", message: "a value that cannot be described" };
+  }
 }
 
 /** An error that crossed a thread, back as an Error (a SocketServerError when it has a code). */

@@ -95,9 +95,9 @@ export interface FaultHost {
  */
 export type FaultTransport =
   | FaultServerConfig["transport"]
-  | Pick<FaultServerConfig, "transport" | "tls" | "unix">;
+  | Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers">;
 
-function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | "tls" | "unix"> {
+function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers"> {
   return typeof transport === "string" ? { transport } : transport;
 }
 
@@ -141,6 +141,7 @@ async function withFaultServer(
   try {
     const figures = await body(server);
     const report = await server.stop();
+    assert.equal(report.workers, config.workers ?? 0, "the server ran on the threads asked");
     assert.deepEqual(report.unhandled, [], "no unhandled rejection or uncaught exception");
     assert.equal(report.ended.crash ?? 0, expect.crashes ?? 0, `sessions ended as crashes: ${JSON.stringify(report)}`);
     if (expect.crashes === undefined) assert.deepEqual(report.errors, [], "nothing reported to onError");

@@ -24,6 +24,10 @@ const servers: Array<{ runtime: RuntimeName; transport: "node" | "deno" | "bun";
   { runtime: "bun", transport: "node", modes: ["tls"] },
 ];
 
+// The same and the throwing handlers against servers on two worker threads
+// (each runtime's own sockets and threads).
+const WORKER_CASES = process.env.PICO_CASES ? CASES : new RegExp(`${CASES.source}|handlers that throw every kind`);
+
 const only = process.env.PICO_SECURE_FAULTS; // e.g. "deno" to run one runtime's
 for (const { runtime, transport, modes } of servers) {
   if (only !== undefined && only !== runtime) continue;
@@ -33,4 +37,5 @@ for (const { runtime, transport, modes } of servers) {
     const over = mode === "tls" ? "over TLS" : mode === "unix" ? "on a Unix socket" : "over TLS on a Unix socket";
     faults(`${name} ${over}`, { transport, tls: mode !== "unix", unix: mode !== "tls" }, CASES, host);
   }
+  if (transport === runtime) faults(`${runtime} with 2 workers`, { transport, workers: 2 }, WORKER_CASES, host);
 }

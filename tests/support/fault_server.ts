@@ -18,13 +18,14 @@ import { startServer } from "../../mod.ts";
 import { bunTransport } from "../../adapters/bun.ts";
 import { denoTransport } from "../../adapters/deno.ts";
 import { nodeTransport } from "../../adapters/node.ts";
-import type { PacketType, Session, SessionHandler, SessionOptions } from "../../mod.ts";
+import type { PacketType, SessionOptions } from "../../mod.ts";
+import { type FaultHandlerName, handlers } from "./fault_handlers.ts";
 import type { Transport } from "../../src/transport.ts";
 
 /** How the child's server is started. */
 export interface FaultServerConfig {
   transport: "node" | "deno" | "bun";
-  handler: keyof typeof handlers;
+  handler: FaultHandlerName;
   max: number;
   packet?: PacketType;
   packetSize?: number;
@@ -35,6 +36,8 @@ export interface FaultServerConfig {
   /** Listen on a Unix socket in a new temporary directory instead of a port. */
   unix?: boolean;
   handshakeTimeoutMs?: number;
+  /** Run on this many worker threads (the runtime's own sockets; `transport` is not used). */
+  workers?: number;
 }
 
 /** What the child answers to `status` (and `gc`, after a full collection). */
@@ -61,75 +64,9 @@ export interface FaultReport {
   fds: number;
   /** Timer ticks so far: they stop when the event loop is frozen. */
   ticks: number;
+  /** Worker threads serving (0: the server runs in the process's main thread). */
+  workers: number;
 }
-
-const CHUNK = new Uint8Array(64 * 1024).fill(0x61);
-
-/** Values a handler can throw; the "throw" handler picks one by the line it receives. */
-const thrown: Record<string, () => unknown> = {
-  undefined: () => undefined,
-  null: () => null,
-  string: () => "a string",
-  number: () => 42,
-  bigint: () => 42n,
-  symbol: () => Symbol("thrown"),
-  error: () => new Error("an error"),
-  typeerror: () => new TypeError("a type error"),
-  object: () => ({ what: "a plain object" }),
-  cyclic: () => {
-    const value: Record<string, unknown> = {};
-    value.self = value;
-    return value;
-  },
-  "throwing-getters": () =>
-    new Proxy({}, {
-      get() {
-        throw new Error("no property of mine may be read");
-      },
-      getPrototypeOf() {
-        throw new Error("no prototype either");
-      },
-      ownKeys() {
-        throw new Error("no keys either");
-      },
-      getOwnPropertyDescriptor() {
-        throw new Error("no descriptors either");
-      },
-      has() {
-        throw new Error("nothing is in me");
-      },
-    }),
-  "null-prototype": () => Object.create(null),
-  function: () => function thrown() {},
-  "rejected-thenable": () => ({ then: (_: unknown, reject: (error: unknown) => void) => reject(new Error("then")) }),
-};
-
-const handlers = {
-  echo: (async (session) => {
-    for await (const packet of session) await session.send(packet);
-  }) as SessionHandler,
-  /** Sends 64 KiB packets for as long as send() lets it; lets its error propagate. */
-  stream: (async (session) => {
-    for (;;) await session.send(CHUNK);
-  }) as SessionHandler,
-  /** Echoes until it receives a line naming a kind of value, then throws it. */
-  throw: (async (session) => {
-    for await (const packet of session) {
-      const kind = new TextDecoder().decode(packet);
-      const make = thrown[kind];
-      if (make === undefined) {
-        await session.send(packet);
-        continue;
-      }
-      if (kind === "rejected-thenable") return await (make() as Promise<void>);
-      throw make();
-    }
-  }) as SessionHandler,
-  /** Throws synchronously, before any await. */
-  throwAtOnce: ((_session: Session) => {
-    throw new Error("thrown before the first await");
-  }) as SessionHandler,
-} as const;
 
 const transports: Record<FaultServerConfig["transport"], Transport> = {
   node: nodeTransport,
@@ -162,7 +99,13 @@ setInterval(() => ticks++, 10);
 const fixtures = new URL("../fixtures/tls/", import.meta.url);
 const directory = config.unix ? mkdtempSync(join(tmpdir(), "pico-fault-")) : undefined;
 process.on("exit", () => directory !== undefined && rmSync(directory, { recursive: true, force: true }));
+// With workers, each thread loads the handler module, which picks the
+// handler named here (the environment is the process's, so every thread's).
+process.env.PICO_FAULT_HANDLER = config.handler;
 const server = await startServer({
+  ...(config.workers === undefined
+    ? { transport: transports[config.transport], handler: handlers[config.handler] }
+    : { workers: config.workers, handler: new URL("./fault_handlers.ts", import.meta.url) }),
   ...(directory !== undefined ? { path: join(directory, "s.sock") } : { hostname: "127.0.0.1", port: 0 }),
   ...(config.tls
     ? {
@@ -178,8 +121,6 @@ const server = await startServer({
   packetSize: config.packetSize,
   backlog: config.backlog,
   session: config.session,
-  transport: transports[config.transport],
-  handler: handlers[config.handler],
   onError: (error) => void errors.push(describe(error)),
   onSessionStart: () => {
     started++;
@@ -227,6 +168,7 @@ function report(id: number): FaultReport {
     external: memory.external,
     fds: countFds(),
     ticks,
+    workers: status.workers ?? 0,
   };
 }
 
