@@ -75,4 +75,5 @@ export const handlers = {
 /** The name of a fault server's handler. */
 export type FaultHandlerName = keyof typeof handlers;
 
-export default handlers[(process.env.PICO_FAULT_HANDLER ?? "echo") as FaultHandlerName];
+const picked: SessionHandler = handlers[(process.env.PICO_FAULT_HANDLER ?? "echo") as FaultHandlerName];
+export default picked;

@@ -18,7 +18,7 @@ import { startServer } from "../../mod.ts";
 import { bunTransport } from "../../adapters/bun.ts";
 import { denoTransport } from "../../adapters/deno.ts";
 import { nodeTransport } from "../../adapters/node.ts";
-import type { PacketType, SessionOptions } from "../../mod.ts";
+import type { PacketType, SessionInfo, SessionOptions, SocketServer } from "../../mod.ts";
 import { type FaultHandlerName, handlers } from "./fault_handlers.ts";
 import type { Transport } from "../../src/transport.ts";
 
@@ -102,10 +102,7 @@ process.on("exit", () => directory !== undefined && rmSync(directory, { recursiv
 // With workers, each thread loads the handler module, which picks the
 // handler named here (the environment is the process's, so every thread's).
 process.env.PICO_FAULT_HANDLER = config.handler;
-const server = await startServer({
-  ...(config.workers === undefined
-    ? { transport: transports[config.transport], handler: handlers[config.handler] }
-    : { workers: config.workers, handler: new URL("./fault_handlers.ts", import.meta.url) }),
+const common = {
   ...(directory !== undefined ? { path: join(directory, "s.sock") } : { hostname: "127.0.0.1", port: 0 }),
   ...(config.tls
     ? {
@@ -121,16 +118,19 @@ const server = await startServer({
   packetSize: config.packetSize,
   backlog: config.backlog,
   session: config.session,
-  onError: (error) => void errors.push(describe(error)),
+  onError: (error: unknown) => void errors.push(describe(error)),
   onSessionStart: () => {
     started++;
     peak = Math.max(peak, ++live);
   },
-  onSessionEnd: (_session, reason) => {
+  onSessionEnd: (_session: unknown, reason: string) => {
     live--;
     ended[reason] = (ended[reason] ?? 0) + 1;
   },
-});
+};
+const server: SocketServer<SessionInfo> = config.workers === undefined
+  ? await startServer({ ...common, transport: transports[config.transport], handler: handlers[config.handler] })
+  : await startServer({ ...common, workers: config.workers, handler: new URL("./fault_handlers.ts", import.meta.url) });
 
 function countFds(): number {
   try {

@@ -1,2 +1,2 @@
 // A module with no default export, for tests/workers.test.ts.
-export const handler = () => {};
+export const handler = (): void => {};
