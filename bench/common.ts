@@ -73,9 +73,9 @@ export interface Server {
   path?: string;
 }
 
-/** Starts an echo server on CPU 0; resolves once it prints its port. */
-export function startServer(serverCommand: string[]): Promise<Server> {
-  const command = pinned(0, serverCommand);
+/** Starts an echo server on CPU 0 (or, `anyCpu`, where the scheduler likes); resolves once it prints its port. */
+export function startServer(serverCommand: string[], anyCpu = false): Promise<Server> {
+  const command = anyCpu ? serverCommand : pinned(0, serverCommand);
   return new Promise((resolve, reject) => {
     const child = spawn(command[0], command.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
     let output = "";
@@ -115,12 +115,22 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Runs the load generator (on CPU 1) against a port; `generators` processes split the connections. */
-export function runLoad(port: number, load: Scenario["load"], seconds: number, generators = 1): Promise<LoadResult> {
+/**
+ * Runs the load generator (on CPU 1, or `anyCpu` where the scheduler likes)
+ * against a port; `generators` processes split the connections.
+ */
+export function runLoad(
+  port: number,
+  load: Scenario["load"],
+  seconds: number,
+  generators = 1,
+  anyCpu = false,
+): Promise<LoadResult> {
   const share = { ...load, connections: Math.max(1, Math.round(load.connections / generators)) };
+  const generator = anyCpu ? runCommand.bun : GENERATOR;
   const one = () =>
     new Promise<LoadResult>((resolve, reject) => {
-      const child = spawn(GENERATOR[0], [...GENERATOR.slice(1), join(root, "bench/load.ts"), JSON.stringify({ ...share, port, seconds })], {
+      const child = spawn(generator[0], [...generator.slice(1), join(root, "bench/load.ts"), JSON.stringify({ ...share, port, seconds })], {
         cwd: root,
         stdio: ["ignore", "pipe", "inherit"],
       });

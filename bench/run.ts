@@ -37,6 +37,7 @@ import {
   stopServer,
 } from "./common.ts";
 import { secureSection } from "./secure.ts";
+import { scalingSection } from "./scaling.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 1.2);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
@@ -203,6 +204,8 @@ for (const runtime of RUNTIMES) {
 
 // TLS and Unix sockets: their own section (bench/secure.ts). BENCH_SECURE=0 leaves it out.
 const secureLines = process.env.BENCH_SECURE === "0" ? [] : await secureSection(RUNTIMES, SECONDS, REPEATS);
+// Using every core: workers 1 and 2 (bench/scaling.ts). BENCH_SCALING=0 leaves it out.
+const scalingLines = process.env.BENCH_SCALING === "0" ? [] : await scalingSection(RUNTIMES, SECONDS, REPEATS);
 
 // --- Report
 
@@ -283,6 +286,7 @@ for (const scenario of SCENARIOS) {
   }
 }
 if (secureLines.length > 0) lines.push("", ...secureLines);
+if (scalingLines.length > 0) lines.push("", ...scalingLines);
 lines.push("", `## Idle sessions (${IDLE_SESSIONS.toLocaleString("en-US")} connections held open)`, "");
 lines.push("Resident memory growth of the server process per connection (median of fresh servers).", "");
 lines.push("| runtime | raw B/session | pico p0 B/session | pico p4 B/session | pico p0 / raw |");

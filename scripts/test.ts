@@ -86,7 +86,7 @@ const steps: Step[] = [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
       "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "src/group_member.ts", "src/worker_group.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
       "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts",
-      "examples/chat.ts", "examples/tls.ts", "examples/unix.ts",
+      "examples/chat.ts", "examples/tls.ts", "examples/unix.ts", "examples/workers.ts", "examples/line_echo.ts",
     ],
   },
   {

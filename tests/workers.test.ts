@@ -5,6 +5,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
+import process from "node:process";
 import {
   type PacketType,
   serverChildren,
@@ -359,4 +360,30 @@ describe(`${runtime}: a server on two worker threads`, () => {
       await server.stop();
     }
   });
+});
+
+test(`${runtime}: examples/workers.ts serves lines from its threads and stops on SIGTERM`, TIMEOUT, async () => {
+  const { spawn } = await import("node:child_process");
+  const script = new URL("../examples/workers.ts", import.meta.url).pathname;
+  const args = runtime === "deno" ? ["run", "-A", "--no-check", script] : [script];
+  const child = spawn(process.execPath, args, { env: { ...process.env, PORT: "0" }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (chunk: Uint8Array) => (output += new TextDecoder().decode(chunk)));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  try {
+    await until(() => /line echo on 127\.0\.0\.1:\d+/.test(output), "the example to listen", 30_000);
+    const port = Number(output.match(/line echo on 127\.0\.0\.1:(\d+)/)![1]);
+    const client = await Client.connect(port);
+    await client.write("hello\n");
+    assert.match(new TextDecoder().decode(await client.received("worker 1: hello\n".length, 10_000)), /^worker \d+: hello\n$/);
+    child.kill("SIGTERM");
+    await client.whenClosed(10_000);
+    const code = await exited;
+    // Deno's node:child_process reports a child sent SIGTERM as killed by
+    // it, even one that exits by itself (checked: its shell sees 0).
+    if (runtime !== "deno") assert.equal(code, 0);
+    assert.match(output, /stopped: 1 sessions ended, 0 closed/);
+  } finally {
+    child.kill("SIGKILL");
+  }
 });
