@@ -108,3 +108,23 @@ function show(value: unknown): string {
     return `a value of type ${typeof value}`;
   }
 }
+
+/**
+ * The `invalid_state` error of a server asked to `action` while in `state`.
+ * Internal to the package.
+ */
+export function invalidState(name: string, state: string, action: string): SocketServerError {
+  return new SocketServerError(`Cannot ${action} server '${name}': it is ${state}`, "invalid_state");
+}
+
+/**
+ * Runs a user callback (an event, `onError`); what it throws is logged,
+ * never propagated. Internal to the package.
+ */
+export function safely(callback: () => void, name = "an event callback"): void {
+  try {
+    callback();
+  } catch (failure) {
+    console.error(`pico-socket-server: ${name} threw:`, failure);
+  }
+}

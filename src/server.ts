@@ -5,7 +5,7 @@
  * @module
  */
 
-import { invalidArgument, SocketServerError } from "./errors.ts";
+import { invalidArgument, invalidState, safely, SocketServerError } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
 import {
   checkMax,
@@ -541,7 +541,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
         lingerMs: session.lingerMs,
         onRefused: (remoteAddress) => {
           const onRefused = this.#options.onRefused;
-          if (onRefused) this.#safely(() => onRefused({ remoteAddress, refused: this.#refused }));
+          if (onRefused) safely(() => onRefused({ remoteAddress, refused: this.#refused }));
         },
       });
     } catch (error) {
@@ -835,12 +835,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
   }
 
   #expectState(state: ServerState, action: string): void {
-    if (this.#state !== state) {
-      throw new SocketServerError(
-        `Cannot ${action} server '${this.#name}': it is ${this.#state}`,
-        "invalid_state",
-      );
-    }
+    if (this.#state !== state) throw invalidState(this.#name, this.#state, action);
   }
 
   /**
@@ -920,7 +915,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     this.#sessions.add(session);
     this.#accepted++;
     const onSessionStart = this.#options.onSessionStart;
-    if (onSessionStart) this.#safely(() => onSessionStart(session));
+    if (onSessionStart) safely(() => onSessionStart(session));
     let result: void | Promise<void>;
     try {
       result = handler(session);
@@ -946,7 +941,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     if (reason === "crash") this.#report(error, session);
     const onSessionEnd = this.#options.onSessionEnd;
     if (onSessionEnd) {
-      this.#safely(() => (failed ? onSessionEnd(session, reason, error) : onSessionEnd(session, reason)));
+      safely(() => (failed ? onSessionEnd(session, reason, error) : onSessionEnd(session, reason)));
     }
     // In a group, after its end is told: the session that takes the slot
     // is told after it.
@@ -957,15 +952,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
 
   #report(error: unknown, session?: Session): void {
     const onError = this.#options.onError;
-    this.#safely(() => onError(error, session), "onError");
+    safely(() => onError(error, session), "onError");
   }
 
-  /** Runs a user callback; what it throws is logged, never propagated. */
-  #safely(callback: () => void, name = "an event callback"): void {
-    try {
-      callback();
-    } catch (failure) {
-      console.error(`pico-socket-server: ${name} threw:`, failure);
-    }
-  }
 }

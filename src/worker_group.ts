@@ -12,7 +12,7 @@
 
 import { defaultTransport } from "./default_transport.ts";
 import type { SessionEndReason } from "./end_reason.ts";
-import { SocketServerError } from "./errors.ts";
+import { invalidState, safely, SocketServerError } from "./errors.ts";
 import {
   fromWire,
   type GroupMessage,
@@ -303,7 +303,7 @@ export class WorkerGroup {
       case "refused": {
         const onRefused = this.#options.onRefused;
         const refused = ++this.#refusedTold;
-        if (onRefused) this.#safely(() => onRefused({ remoteAddress: message.remoteAddress, refused }));
+        if (onRefused) safely(() => onRefused({ remoteAddress: message.remoteAddress, refused }));
         return;
       }
       case "status":
@@ -334,7 +334,7 @@ export class WorkerGroup {
     this.#sessions.set(session.id, session);
     this.#accepted++;
     const onSessionStart = this.#options.onSessionStart;
-    if (onSessionStart) this.#safely(() => onSessionStart(session));
+    if (onSessionStart) safely(() => onSessionStart(session));
   }
 
   #sessionEnded(id: number, reason: SessionEndReason, error: Error | undefined, wire?: WireSession): void {
@@ -345,7 +345,7 @@ export class WorkerGroup {
     this.#ended[reason]++;
     const onSessionEnd = this.#options.onSessionEnd;
     if (onSessionEnd) {
-      this.#safely(() => (error === undefined ? onSessionEnd(session, reason) : onSessionEnd(session, reason, error)));
+      safely(() => (error === undefined ? onSessionEnd(session, reason) : onSessionEnd(session, reason, error)));
     }
   }
 
@@ -499,22 +499,12 @@ export class WorkerGroup {
   }
 
   #expectState(state: ServerState, action: string): void {
-    if (this.#state !== state) {
-      throw new SocketServerError(`Cannot ${action} server '${this.#name}': it is ${this.#state}`, "invalid_state");
-    }
+    if (this.#state !== state) throw invalidState(this.#name, this.#state, action);
   }
 
   #report(error: unknown, session?: SessionInfo): void {
     const onError = this.#options.onError ?? reportError;
-    this.#safely(() => onError(error, session), "onError");
-  }
-
-  #safely(callback: () => void, name = "an event callback"): void {
-    try {
-      callback();
-    } catch (failure) {
-      console.error(`pico-socket-server: ${name} threw:`, failure);
-    }
+    safely(() => onError(error, session), "onError");
   }
 }
 
