@@ -317,6 +317,12 @@ function listen(options: ListenOptions): Promise<Listener> {
     return Promise.reject(new Error("The Bun adapter needs Bun (Bun.listen): use the adapter of the running runtime"));
   }
   const { hostname, port, path, tls } = options;
+  // Bun.listen's TLS begins at accept; a PROXY header comes before it in
+  // plain text, so those connections are node:tls's (the Node adapter),
+  // which starts TLS on a socket already read from.
+  if (tls !== undefined && options.proxyHeader) {
+    return import("./node.ts").then(({ nodeTransport }) => nodeTransport.listen(options));
+  }
   try {
     if (tls !== undefined) checkTls(tls);
   } catch (error) {

@@ -144,14 +144,24 @@ class NodeSocketVerbs implements TransportSocket, ReadTarget {
   }
 
   /**
-   * Wraps the TCP socket, still unread, in a server-side TLS socket, which
-   * takes its events from then on and starts the handshake.
+   * Wraps the TCP socket, unread (or read only up to `prefix`, which it is
+   * given back), in a server-side TLS socket, which takes its events from
+   * then on and starts the handshake.
    */
-  handshake(): Promise<Error | null> {
+  handshake(prefix?: Uint8Array[]): Promise<Error | null> {
     const tls = this.#tls;
     const raw = this.#socket;
     if (tls === undefined || raw instanceof TLSSocket) return Promise.resolve(null);
     if (raw.destroyed) return Promise.resolve(new Error("The connection closed before its TLS handshake"));
+    if (this.#flowing) {
+      // Read before (a PROXY header): the TLS socket reads from here on.
+      raw.off("data", onSocketData);
+      raw.pause();
+      this.#flowing = false;
+    }
+    // Bytes read past the header go back to the socket, where the TLS socket
+    // takes them first.
+    for (let i = (prefix?.length ?? 0) - 1; i >= 0; i--) raw.unshift(prefix![i]);
     raw.off("end", onSocketEnd);
     raw.off("close", onSocketClose);
     raw.off("drain", onSocketDrain);

@@ -103,7 +103,21 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
   }
 
   handshake(): Promise<Error | null> {
-    return this.#socket.handshake?.() ?? Promise.resolve(null);
+    // What a reader before it (a PROXY header's) read past its end is the
+    // start of the handshake: the socket takes it back.
+    const prefix = this.#held;
+    this.#held = NO_CHUNKS;
+    return this.#socket.handshake?.(prefix) ?? Promise.resolve(null);
+  }
+
+  handOver(rest: Uint8Array): void {
+    if (this.#closed) return;
+    this.#events = undefined;
+    this.#read(false);
+    if (rest.length > 0) {
+      if (this.#held === NO_CHUNKS) this.#held = [];
+      this.#held.unshift(rest);
+    }
   }
 
   start(events: ConnectionEvents): void {
@@ -263,9 +277,11 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
     }
     const held = this.#held;
     while (held.length > 0) {
-      if (this.#closed || this.#paused) return;
+      // Paused, closed, or handed over to the next reader.
+      if (this.#closed || this.#paused || this.#events !== events) return;
       events.data(held.shift()!);
     }
+    if (this.#events !== events) return;
     if (this.#held === held) this.#held = NO_CHUNKS;
     if (this.#heldEnd && !this.#closed) {
       this.#heldEnd = false;

@@ -115,6 +115,13 @@ export interface ListenOptions {
    * `encrypted`, and their handshake waits for `handshake()`.
    */
   tls?: TlsSettings;
+  /**
+   * Each connection begins with a PROXY header the core reads before any
+   * TLS handshake: with `tls`, the adapter must be able to start TLS on a
+   * socket it has already read from (the bytes past the header come to
+   * `handshake(prefix)`), or reject with a clear error.
+   */
+  proxyHeader?: boolean;
   /** How many connections may wait un-served before new ones are refused. */
   backlog: number;
   /**
@@ -206,10 +213,18 @@ export interface Connection {
    */
   handshake?(): Promise<Error | null>;
   /**
-   * Starts delivering events; called once, when the connection's session
-   * starts. Until then the connection's bytes are not read.
+   * Starts delivering events: when the connection's session starts, or
+   * before, to a reader that then hands over (`handOver`). Until then the
+   * connection's bytes are not read.
    */
   start(events: ConnectionEvents): void;
+  /**
+   * Stops telling the current events (a reader of what comes before the
+   * session, e.g. a PROXY header): `rest`, the bytes it read past its end,
+   * and whatever arrives next are held for the next `start()` (or, on a TLS
+   * connection, for its handshake).
+   */
+  handOver(rest: Uint8Array): void;
   /** Stops delivering `data` until {@linkcode Connection.resume} (flow control). */
   pause(): void;
   /** Resumes delivering `data` after {@linkcode Connection.pause}. */
@@ -269,8 +284,12 @@ export interface TransportSocket {
   readonly encrypted?: boolean;
   /** The protocol agreed by ALPN once the handshake is done, or `null`. */
   readonly alpnProtocol?: string | null;
-  /** Runs the TLS handshake: see `Connection.handshake`. */
-  handshake?(): Promise<Error | null>;
+  /**
+   * Runs the TLS handshake: see `Connection.handshake`. `prefix`: bytes
+   * already read from the socket (past a PROXY header) that begin the
+   * handshake; only a listener with `proxyHeader` gets any.
+   */
+  handshake?(prefix?: Uint8Array[]): Promise<Error | null>;
   /**
    * Starts (`true`) or stops (`false`) reading. Data may still arrive after
    * a stop (a read under way, or an adapter that stops its runtime's reads
