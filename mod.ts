@@ -58,6 +58,7 @@ export {
   SocketServer,
   type StopOptions,
   type StopResult,
+  type ProxyProtocolOptions,
   type TlsOptions,
   type WorkersOptions,
 } from "./src/server.ts";

@@ -44,6 +44,7 @@ export interface WireSession {
   worker: number;
   remoteAddress: SocketAddress;
   localAddress: SocketAddress;
+  proxyAddress?: SocketAddress;
   startedAt: number;
   encrypted: boolean;
   alpnProtocol: string | null;
@@ -65,6 +66,7 @@ export interface WireError {
 export interface MemberStatus {
   handshaking: number;
   handshakeFailures: number;
+  proxyErrors: number;
   refused: number;
   acceptErrors: number;
   waiting: number;
@@ -77,7 +79,7 @@ export type MemberMessage =
   | { type: "start"; seq: number; session: WireSession }
   | { type: "end"; seq: number; session: WireSession; reason: SessionEndReason; error?: WireError }
   | { type: "error"; error: WireError; session?: WireSession }
-  | { type: "refused"; remoteAddress: SocketAddress }
+  | { type: "refused"; remoteAddress: SocketAddress; reason: "backlog" | "per_address" }
   | { type: "status"; status: MemberStatus }
   | { type: "reply"; call: number; result?: unknown; error?: WireError };
 
@@ -112,7 +114,7 @@ export function fromWire(wire: WireError): Error {
 }
 
 function describe(session: Session): WireSession {
-  return {
+  const wire: WireSession = {
     id: session.id,
     worker: session.worker,
     remoteAddress: session.remoteAddress,
@@ -125,6 +127,8 @@ function describe(session: Session): WireSession {
     packetsIn: session.packetsIn,
     packetsOut: session.packetsOut,
   };
+  if (session.proxyAddress !== undefined) wire.proxyAddress = session.proxyAddress;
+  return wire;
 }
 
 /** The handler module's default export; a clear error when it has none. */
@@ -176,7 +180,9 @@ export async function runMember(channel: MemberChannel, init: MemberInit): Promi
       onError: (error, session) => {
         post({ type: "error", error: toWire(error), session: session && describe(session) });
       },
-      onRefused: init.relayRefused ? ({ remoteAddress }) => post({ type: "refused", remoteAddress }) : undefined,
+      onRefused: init.relayRefused
+        ? ({ remoteAddress, reason }) => post({ type: "refused", remoteAddress, reason })
+        : undefined,
     }, slots));
   } catch (error) {
     post({ type: "failed", error: toWire(error) });
@@ -186,9 +192,9 @@ export async function runMember(channel: MemberChannel, init: MemberInit): Promi
 
   let reported = "";
   const report = () => {
-    const { handshaking, handshakeFailures, refused, acceptErrors, waiting } = server.status();
-    const status: MemberStatus = { handshaking, handshakeFailures, refused, acceptErrors, waiting };
-    const key = `${handshaking} ${handshakeFailures} ${refused} ${acceptErrors} ${waiting}`;
+    const { handshaking, handshakeFailures, proxyErrors, refused, acceptErrors, waiting } = server.status();
+    const status: MemberStatus = { handshaking, handshakeFailures, proxyErrors, refused, acceptErrors, waiting };
+    const key = `${handshaking} ${handshakeFailures} ${proxyErrors} ${refused} ${acceptErrors} ${waiting}`;
     if (key !== reported) post({ type: "status", status });
     reported = key;
   };

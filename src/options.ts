@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type AddressRange, parseRange } from "./address_match.ts";
 import { invalidArgument } from "./errors.ts";
 import type { PacketType } from "./framing.ts";
 import type { RefusedConnection, ServerOptions, SessionHandler, WorkersOptions } from "./server.ts";
@@ -46,6 +47,10 @@ export interface ResolvedServerOptions {
   /** TLS settings, text and defaults made uniform. */
   tls: TlsSettings | undefined;
   handshakeTimeoutMs: number;
+  /** With `proxyProtocol`: the trusted ranges (undefined: every address) and the header's time limit. */
+  proxy: { trusted: AddressRange[] | undefined; timeoutMs: number } | undefined;
+  /** At most this many sessions per client address (Infinity: no limit). */
+  maxPerAddress: number;
   max: number;
   handler: SessionHandler;
   packetType: PacketType;
@@ -108,6 +113,8 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
     path,
     tls: resolveTls(options.tls),
     handshakeTimeoutMs,
+    proxy: resolveProxy(options.proxyProtocol),
+    maxPerAddress: resolveMaxPerAddress(options.maxPerAddress),
     max,
     handler,
     packetType: validatePacketType(options.packet ?? 0),
@@ -218,6 +225,29 @@ function resolvePath(options: ServerOptions): string | undefined {
   return path;
 }
 
+
+/** The proxyProtocol option, checked: its trusted ranges parsed, its time limit. */
+function resolveProxy(proxy: ServerOptions["proxyProtocol"]): ResolvedServerOptions["proxy"] {
+  if (proxy === undefined || proxy === false) return undefined;
+  if (proxy === true) return { trusted: undefined, timeoutMs: 5000 };
+  if (typeof proxy !== "object" || proxy === null) {
+    throw invalidArgument("proxyProtocol", proxy, "true, or an object with trusted and timeoutMs");
+  }
+  const { trusted, timeoutMs = 5000 } = proxy;
+  if (!(typeof timeoutMs === "number" && timeoutMs > 0 && Number.isFinite(timeoutMs))) {
+    throw invalidArgument("proxyProtocol.timeoutMs", timeoutMs, "a number of milliseconds above 0");
+  }
+  if (trusted !== undefined && !Array.isArray(trusted)) {
+    throw invalidArgument("proxyProtocol.trusted", trusted, "an array of CIDR ranges or addresses");
+  }
+  return { trusted: trusted?.map(parseRange), timeoutMs };
+}
+
+function resolveMaxPerAddress(max: unknown): number {
+  if (max === undefined) return Infinity;
+  if (!isInteger(max, 1, Number.MAX_SAFE_INTEGER)) throw invalidArgument("maxPerAddress", max, "an integer of 1 or more");
+  return max;
+}
 
 /** The TLS option, checked, PEM as text, ALPN protocols as a list. */
 function resolveTls(tls: ServerOptions["tls"]): TlsSettings | undefined {

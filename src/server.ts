@@ -22,6 +22,8 @@ import { requestShutdown, Session, type SessionInfo, type SessionOptions } from 
 import type { Connection, Listener, SocketAddress, Transport } from "./transport.ts";
 import { endpointName } from "./listen_failure.ts";
 import type { SharedSlots } from "./shared_slots.ts";
+import { type ProxyHeader, readProxyHeader } from "./proxy_protocol.ts";
+import { addressBytes, clientKey, inRange } from "./address_match.ts";
 import { WorkerGroup } from "./worker_group.ts";
 
 // How long a wait for a slot of the group lasts before it looks again (a
@@ -42,6 +44,11 @@ interface GroupMember {
  */
 export function memberOptions(options: ServerOptions, slots: SharedSlots): ServerOptions {
   return { ...options, [MEMBER]: { slots } } as ServerOptions;
+}
+
+/** The client a connection counts for: its PROXY header's source, else its peer. */
+function clientAddress(header: ProxyHeader | undefined, connection: Connection): SocketAddress {
+  return header?.command === "proxy" && header.source !== undefined ? header.source : connection.remoteAddress;
 }
 
 function handshakeTimeout(limitMs: number): SocketServerError {
@@ -119,8 +126,30 @@ export interface ServerOptions {
    */
   handshakeTimeoutMs?: number;
   /**
+   * Behind a load balancer: each connection begins with a PROXY protocol
+   * header (v1 or v2, HAProxy's), read before any TLS handshake, that gives
+   * the client's real addresses (`session.remoteAddress`,
+   * `session.localAddress`; the balancer's is `session.proxyAddress`).
+   * `true`, or `{ trusted, timeoutMs }`: only peers in the `trusted` CIDR
+   * ranges may connect (default: every address); a header not complete
+   * within `timeoutMs` (default 5000) fails. A connection from an
+   * untrusted peer, or whose header is missing, malformed or too slow, is
+   * closed without a session and counted in `status().proxyErrors`.
+   */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
+  /**
+   * At most this many sessions from one client address at once (the PROXY
+   * header's, with `proxyProtocol`; an IPv4-mapped IPv6 address counts as
+   * IPv4); more are refused at once and counted in `status().refused`
+   * (`onRefused` says `reason: "per_address"`). Connections without an
+   * address (a Unix socket's, without PROXY) are not counted.
+   * @default {no limit}
+   */
+  maxPerAddress?: number;
+  /**
    * How many sessions may run at once; more connections wait. A TLS
-   * connection takes its slot for its handshake already.
+   * connection takes its slot for its handshake already, and with
+   * `proxyProtocol` for its header.
    */
   max: number;
   /** Runs once per connection. */
@@ -225,6 +254,30 @@ export interface WorkersOptions extends
 }
 
 /**
+ * Which peers may send a PROXY header, and how long it may take.
+ *
+ * @example Trusting the load balancers' subnet only
+ * ```ts
+ * import type { ProxyProtocolOptions } from "@pico/socket-server";
+ * const proxyProtocol: ProxyProtocolOptions = { trusted: ["10.0.0.0/24", "fd00::/64"], timeoutMs: 3000 };
+ * ```
+ */
+export interface ProxyProtocolOptions {
+  /**
+   * The CIDR ranges (or single addresses), IPv4 or IPv6, of the peers
+   * allowed to connect, decided by the socket's own peer address, never
+   * by an address a header claims. Unix socket peers are always allowed.
+   * @default {every address}
+   */
+  trusted?: string[];
+  /**
+   * How long a connection may take to send its whole header.
+   * @default {5000}
+   */
+  timeoutMs?: number;
+}
+
+/**
  * A TLS server's certificate and key, and the protocols it offers by ALPN.
  *
  * @example Serving TLS with a certificate and key from files
@@ -263,7 +316,8 @@ export interface TlsOptions {
 }
 
 /**
- * A connection refused because the wait was full, as `onRefused` sees it.
+ * A connection refused (the wait was full, or its address had its share),
+ * as `onRefused` sees it.
  *
  * @example Logging refusals
  * ```ts
@@ -277,6 +331,11 @@ export interface RefusedConnection {
   remoteAddress: SocketAddress;
   /** How many connections this server has refused so far, this one included. */
   refused: number;
+  /**
+   * Why: `"backlog"` (`backlog` connections were already waiting) or
+   * `"per_address"` (its address had `maxPerAddress` sessions).
+   */
+  reason: "backlog" | "per_address";
 }
 
 /**
@@ -356,8 +415,8 @@ export interface ServerStatus {
   /** Connections taken so far (sessions started). */
   accepted: number;
   /**
-   * TLS connections in their handshake now: each holds a session slot, so
-   * `num + handshaking` never exceeds `max`.
+   * Connections in their TLS handshake or reading their PROXY header now:
+   * each holds a session slot, so `num + handshaking` never exceeds `max`.
    */
   handshaking: number;
   /**
@@ -366,8 +425,17 @@ export interface ServerStatus {
    * they started no session.
    */
   handshakeFailures: number;
-  /** Connections refused because `backlog` were already waiting. */
+  /**
+   * Connections refused: `backlog` were already waiting, or their address
+   * had `maxPerAddress` sessions.
+   */
   refused: number;
+  /**
+   * With `proxyProtocol`: connections closed without a session because
+   * their peer is not trusted or their PROXY header was missing,
+   * malformed, too long or too slow.
+   */
+  proxyErrors: number;
   /**
    * Connections lost before they could be accepted (reset or aborted by
    * the peer while they waited, refused by a firewall rule): skipped at once,
@@ -451,10 +519,14 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     // A group member takes one connection at a time and a slot of the
     // group's limit for it; alone, the server counts its own sessions.
     hasRoom: () =>
-      this.#slots !== undefined ? this.#held === undefined : this.#sessions.size + this.#handshakes.size < this.#max,
+      this.#slots !== undefined ? this.#held === undefined : this.#sessions.size + this.#opening.size < this.#max,
     accepted: (connection, listener) => {
       if (this.#state !== "running" || listener !== this.#listener) connection.close();
-      else if (this.#slots !== undefined && !this.#slots.tryTake()) void this.#waitForSlot(connection, this.#slots);
+      else if (!this.#trusts(connection.remoteAddress)) {
+        // Trust is the socket's peer's, never what a header will claim.
+        connection.close();
+        this.#proxyErrors++;
+      } else if (this.#slots !== undefined && !this.#slots.tryTake()) void this.#waitForSlot(connection, this.#slots);
       else this.#admit(connection);
     },
     failed: (error) => this.#report(error),
@@ -464,9 +536,14 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
   // took while the group was full, held unread until a slot frees anywhere.
   #slots: SharedSlots | undefined;
   #held: Connection | undefined;
-  // TLS connections in their handshake: each holds a session slot.
-  #handshakes = new Set<Connection>();
+  // Connections holding a session slot before their session: reading
+  // their PROXY header, in their TLS handshake.
+  #opening = new Set<Connection>();
   #handshakeFailures = 0;
+  #proxyErrors = 0;
+  // With maxPerAddress: sessions (and connections opening) per client address.
+  #perAddress = new Map<string, number>();
+  #refusedPerAddress = 0;
   // Counted by listeners already closed (suspend, stop): refusals, and
   // connections lost before an adapter that accepts ahead could hold them.
   #refusedBefore = 0;
@@ -536,12 +613,13 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
         tls,
         // A group's members share the port.
         reusePort: this.#slots !== undefined || undefined,
+        proxyHeader: this.#options.proxy !== undefined || undefined,
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
         lingerMs: session.lingerMs,
         onRefused: (remoteAddress) => {
           const onRefused = this.#options.onRefused;
-          if (onRefused) safely(() => onRefused({ remoteAddress, refused: this.#refused }));
+          if (onRefused) safely(() => onRefused({ remoteAddress, refused: this.#refused, reason: "backlog" }));
         },
       });
     } catch (error) {
@@ -610,7 +688,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
   }
 
   get #refused(): number {
-    return this.#refusedBefore + (this.#listener?.refused ?? 0);
+    return this.#refusedBefore + this.#refusedPerAddress + (this.#listener?.refused ?? 0);
   }
 
   get #acceptErrors(): number {
@@ -651,8 +729,9 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
       port: this.#port,
       state: this.#state,
       accepted: this.#accepted,
-      handshaking: this.#handshakes.size,
+      handshaking: this.#opening.size,
       handshakeFailures: this.#handshakeFailures,
+      proxyErrors: this.#proxyErrors,
       refused: this.#refused,
       acceptErrors: this.#acceptErrors,
       waiting: this.#state === "running" ? this.#listener?.waiting ?? 0 : 0,
@@ -809,7 +888,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     const released = listener?.close();
     // Handshakes under way start no session now, drain or not; nor does a
     // connection held for a slot of the group.
-    this.#closeHandshakes();
+    this.#closeOpening();
     this.#held?.close();
     this.#held = undefined;
     let ended = 0;
@@ -839,12 +918,52 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
   }
 
   /**
-   * A TLS connection's handshake, holding a session slot; its session starts
-   * once it is done. One that fails or outlasts handshakeTimeoutMs is
-   * closed, counted, and frees its slot.
+   * Starts a connection that has its slot: its PROXY header first (with
+   * `proxyProtocol`), its client's share checked (`maxPerAddress`), its TLS
+   * handshake, then its session.
    */
-  async #handshake(connection: Connection): Promise<void> {
-    this.#handshakes.add(connection);
+  #admit(connection: Connection): void {
+    const tls = connection.encrypted === true && connection.handshake !== undefined;
+    if (this.#options.proxy !== undefined) {
+      void this.#open(connection, tls, undefined);
+      return;
+    }
+    const client = connection.remoteAddress;
+    if (!this.#countClient(client)) this.#drop(connection, "per_address", client);
+    else if (tls) void this.#open(connection, tls, client);
+    else this.#startSession(connection, undefined);
+  }
+
+  /**
+   * What comes before a connection's session, holding its slot: its PROXY
+   * header (within the option's time limit), its TLS handshake (within
+   * handshakeTimeoutMs). One that fails is closed, counted, and frees its
+   * slot; one the server closed meanwhile (stop) frees it too.
+   */
+  async #open(connection: Connection, tls: boolean, counted: SocketAddress | undefined): Promise<void> {
+    this.#opening.add(connection);
+    let header: ProxyHeader | undefined;
+    const proxy = this.#options.proxy;
+    if (proxy !== undefined) {
+      const read = await readProxyHeader(connection, proxy.timeoutMs).catch((error: Error) => error);
+      if (!this.#stillOpening(connection, undefined)) return;
+      if (read instanceof Error) return this.#drop(connection, "proxy", undefined);
+      header = read;
+      const client = clientAddress(header, connection);
+      if (!this.#countClient(client)) return this.#drop(connection, "per_address", client);
+      counted = client;
+    }
+    if (tls) {
+      const failure = await this.#handshake(connection);
+      if (!this.#stillOpening(connection, counted)) return;
+      if (failure !== null) return this.#drop(connection, "handshake", counted);
+    }
+    this.#opening.delete(connection);
+    this.#startSession(connection, header);
+  }
+
+  /** A TLS handshake, within handshakeTimeoutMs: `null` once done, or why it failed. */
+  async #handshake(connection: Connection): Promise<Error | null> {
     const limitMs = this.#options.handshakeTimeoutMs;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const handshake = connection.handshake!().catch((error) => error instanceof Error ? error : new Error(String(error)));
@@ -855,25 +974,63 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
       }),
     ]);
     clearTimeout(timer);
-    // Not ours any more: the server stopped and closed it.
-    if (!this.#handshakes.delete(connection)) {
-      this.#slots?.release();
-      return;
-    }
-    if (failure === null) {
-      this.#startSession(connection);
-      return;
-    }
+    return failure;
+  }
+
+  /** Whether an opening connection is still the server's (stop closes them); if not, what it held goes back. */
+  #stillOpening(connection: Connection, counted: SocketAddress | undefined): boolean {
+    if (this.#opening.has(connection)) return true;
+    this.#slots?.release();
+    if (counted !== undefined) this.#uncountClient(counted);
+    return false;
+  }
+
+  /**
+   * Closes a connection that will have no session, counted by why: its
+   * PROXY header failed, its client had its share (`client`, refused), or
+   * its handshake failed. Frees its slot and its client's count.
+   */
+  #drop(connection: Connection, why: "proxy" | "per_address" | "handshake", client: SocketAddress | undefined): void {
+    this.#opening.delete(connection);
     connection.close();
-    this.#handshakeFailures++;
+    if (why === "proxy") this.#proxyErrors++;
+    else if (why === "handshake") this.#handshakeFailures++;
+    if (why === "per_address") {
+      this.#refusedPerAddress++;
+      const onRefused = this.#options.onRefused;
+      if (onRefused) safely(() => onRefused({ remoteAddress: client!, refused: this.#refused, reason: "per_address" }));
+    } else if (client !== undefined) {
+      this.#uncountClient(client);
+    }
     this.#slots?.release();
     this.#acceptLoop.next();
   }
 
-  /** Starts a connection that has its slot: its handshake first over TLS. */
-  #admit(connection: Connection): void {
-    if (connection.encrypted === true && connection.handshake !== undefined) void this.#handshake(connection);
-    else this.#startSession(connection);
+  /** Whether a peer may connect (with proxyProtocol's trusted ranges). */
+  #trusts(peer: SocketAddress): boolean {
+    const trusted = this.#options.proxy?.trusted;
+    if (trusted === undefined || peer.hostname === "") return true;
+    const bytes = addressBytes(peer.hostname);
+    return bytes !== undefined && trusted.some((range) => inRange(bytes, range));
+  }
+
+  /** Counts a session for its client's address; false when it already has maxPerAddress. */
+  #countClient(client: SocketAddress): boolean {
+    const max = this.#options.maxPerAddress;
+    if (max === Infinity || client.hostname === "") return true;
+    const key = clientKey(client.hostname);
+    const count = this.#perAddress.get(key) ?? 0;
+    if (count >= max) return false;
+    this.#perAddress.set(key, count + 1);
+    return true;
+  }
+
+  #uncountClient(client: SocketAddress): void {
+    if (this.#options.maxPerAddress === Infinity || client.hostname === "") return;
+    const key = clientKey(client.hostname);
+    const count = (this.#perAddress.get(key) ?? 1) - 1;
+    if (count > 0) this.#perAddress.set(key, count);
+    else this.#perAddress.delete(key);
   }
 
   /**
@@ -894,20 +1051,21 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     }
   }
 
-  #closeHandshakes(): void {
-    for (const connection of this.#handshakes) connection.close();
-    this.#handshakes.clear();
+  #closeOpening(): void {
+    for (const connection of this.#opening) connection.close();
+    this.#opening.clear();
   }
 
-  #startSession(connection: Connection): void {
+  #startSession(connection: Connection, proxy: ProxyHeader | undefined): void {
     const { packetType, packetSize, handler } = this.#options;
     const options = this.#sessionOptions;
     let session: Session;
     try {
       const id = this.#slots?.nextId() ?? this.#nextSessionId++;
-      session = new Session({ id, connection, packetType, packetSize, options });
+      session = new Session({ id, connection, packetType, packetSize, options, proxy });
     } catch (error) {
       connection.close();
+      this.#uncountClient(clientAddress(proxy, connection));
       this.#slots?.release();
       this.#report(error);
       return;
@@ -937,6 +1095,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     const reason = endReason(session.closed, error, failed);
     session.close();
     if (!this.#sessions.delete(session)) return;
+    this.#uncountClient(session.remoteAddress);
     this.#ended[reason]++;
     if (reason === "crash") this.#report(error, session);
     const onSessionEnd = this.#options.onSessionEnd;

@@ -9,6 +9,7 @@ import { createDecoder, encodePacket, type PacketDecoder, type PacketSink, type 
 import { raise, type SessionEndReason } from "./end_reason.ts";
 import type { ResolvedSessionOptions } from "./options.ts";
 import type { Connection, ConnectionEvents, SocketAddress } from "./transport.ts";
+import type { ProxyHeader } from "./proxy_protocol.ts";
 
 /**
  * Per-session settings (proc_socket_server's SpawnOpts tuned the
@@ -101,6 +102,8 @@ export interface SessionInfo {
   readonly remoteAddress: SocketAddress;
   /** This side's address. */
   readonly localAddress: SocketAddress;
+  /** The load balancer's address, behind one (`proxyProtocol`); else `undefined`. */
+  readonly proxyAddress: SocketAddress | undefined;
   /** When the session started (milliseconds since the epoch). */
   readonly startedAt: number;
   /** Whether the connection is TLS. */
@@ -134,7 +137,11 @@ export interface SessionInit {
   packetType: PacketType;
   packetSize: number;
   options: ResolvedSessionOptions;
+  /** The PROXY header the connection began with, if any. */
+  proxy?: ProxyHeader;
 }
+
+const NO_TLVS: ReadonlyMap<number, Uint8Array> = new Map();
 
 const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: undefined });
 
@@ -290,6 +297,7 @@ export class Session implements SessionInfo {
   #lastInputAt = 0;
   #abort: AbortController | undefined;
   #shutdownReason: SocketServerError | undefined;
+  #proxy: ProxyHeader | undefined;
 
   static {
     shutdown = (session, reason) => {
@@ -303,6 +311,39 @@ export class Session implements SessionInfo {
     onLost = (session) => session.#onLost();
     deliver = (session, packet) => session.#deliver(packet);
     receive = (session, timeoutMs, forIterator) => session.#receive(timeoutMs, forIterator);
+  }
+
+  /**
+   * The load balancer's address (the socket's peer) when the connection
+   * began with a PROXY header (`proxyProtocol`), else `undefined`.
+   *
+   * @example Logging both addresses
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * const handler = (session: Session) =>
+   *   console.log(`${session.remoteAddress.hostname} via ${session.proxyAddress?.hostname ?? "direct"}`);
+   * ```
+   */
+  get proxyAddress(): SocketAddress | undefined {
+    return this.#proxy === undefined ? undefined : this.#connection.remoteAddress;
+  }
+
+  /**
+   * The TLVs of a version 2 PROXY header, by type: `0x01` ALPN, `0x02`
+   * authority (the TLS SNI the balancer saw), `0x05` a unique ID, and
+   * others; empty without one. A header with a CRC32c was checked.
+   *
+   * @example Reading the authority the balancer saw
+   * ```ts
+   * import type { Session } from "@pico/socket-server";
+   * const authority = (session: Session) => {
+   *   const bytes = session.proxyTlvs.get(0x02);
+   *   return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
+   * };
+   * ```
+   */
+  get proxyTlvs(): ReadonlyMap<number, Uint8Array> {
+    return this.#proxy?.tlvs ?? NO_TLVS;
   }
 
   /**
@@ -365,10 +406,13 @@ export class Session implements SessionInfo {
    * ```
    */
   constructor(init: SessionInit) {
-    const { connection, options } = init;
+    const { connection, options, proxy } = init;
     this.id = init.id;
-    this.remoteAddress = connection.remoteAddress;
-    this.localAddress = connection.localAddress;
+    // Behind a load balancer, the header's addresses are the session's.
+    const relayed = proxy?.command === "proxy" ? proxy : undefined;
+    this.remoteAddress = relayed?.source ?? connection.remoteAddress;
+    this.localAddress = relayed?.destination ?? connection.localAddress;
+    this.#proxy = proxy;
     this.packetType = init.packetType;
     this.startedAt = Date.now();
     this.#connection = connection;

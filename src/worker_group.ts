@@ -45,6 +45,7 @@ class RemoteSession implements SessionInfo {
   readonly worker: number;
   readonly remoteAddress: SocketAddress;
   readonly localAddress: SocketAddress;
+  readonly proxyAddress: SocketAddress | undefined;
   readonly startedAt: number;
   readonly encrypted: boolean;
   readonly alpnProtocol: string | null;
@@ -59,6 +60,7 @@ class RemoteSession implements SessionInfo {
     this.worker = wire.worker;
     this.remoteAddress = wire.remoteAddress;
     this.localAddress = wire.localAddress;
+    this.proxyAddress = wire.proxyAddress;
     this.startedAt = wire.startedAt;
     this.encrypted = wire.encrypted;
     this.alpnProtocol = wire.alpnProtocol;
@@ -129,7 +131,14 @@ interface Pending<T> {
   reject: (error: Error) => void;
 }
 
-const NO_STATUS: MemberStatus = { handshaking: 0, handshakeFailures: 0, refused: 0, acceptErrors: 0, waiting: 0 };
+const NO_STATUS: MemberStatus = {
+  handshaking: 0,
+  handshakeFailures: 0,
+  proxyErrors: 0,
+  refused: 0,
+  acceptErrors: 0,
+  waiting: 0,
+};
 
 /** One worker thread's place in the group; its thread changes when it is restarted. */
 class Member {
@@ -303,7 +312,7 @@ export class WorkerGroup {
       case "refused": {
         const onRefused = this.#options.onRefused;
         const refused = ++this.#refusedTold;
-        if (onRefused) safely(() => onRefused({ remoteAddress: message.remoteAddress, refused }));
+        if (onRefused) safely(() => onRefused({ remoteAddress: message.remoteAddress, refused, reason: message.reason }));
         return;
       }
       case "status":
@@ -368,7 +377,9 @@ export class WorkerGroup {
     member.starting = undefined;
     for (const id of member.live) this.#order.push(this.#slots.nextSequence(), () => this.#sessionEnded(id, "crash", gone));
     member.live.clear();
-    for (const key of ["handshakeFailures", "refused", "acceptErrors"] as const) this.#before[key] += member.status[key];
+    for (const key of ["handshakeFailures", "proxyErrors", "refused", "acceptErrors"] as const) {
+      this.#before[key] += member.status[key];
+    }
     member.status = NO_STATUS;
     this.#slots.releaseHolder(member.worker - 1);
     if (member.retired || this.#state !== "running" && this.#state !== "suspended") return;
@@ -423,6 +434,7 @@ export class WorkerGroup {
       accepted: this.#accepted,
       handshaking: sum.handshaking,
       handshakeFailures: sum.handshakeFailures,
+      proxyErrors: sum.proxyErrors,
       refused: sum.refused,
       acceptErrors: sum.acceptErrors,
       waiting: this.#state === "running" ? sum.waiting : 0,

@@ -145,6 +145,11 @@ export class MemoryConnection implements Connection {
     this.#flush();
   }
 
+  handOver(rest: Uint8Array): void {
+    this.#events = undefined;
+    if (rest.length > 0) this.#pending.unshift(rest);
+  }
+
   pause(): void {
     this.paused = true;
   }
