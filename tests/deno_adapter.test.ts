@@ -8,6 +8,7 @@ import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
 import { secure } from "./secure.ts";
 import { group } from "./group.ts";
+import { proxy } from "./proxy.ts";
 import { Client, TEST_CA, TEST_TLS, until } from "./support/client.ts";
 
 // The parts of Deno's listener and connection the adapter uses.
@@ -29,6 +30,7 @@ if ("Deno" in globalThis) {
   faults("deno adapter", "deno");
   secure("deno adapter", denoTransport);
   group("deno adapter", denoTransport);
+  proxy("deno adapter", denoTransport);
 
   describe("deno adapter: write ops", () => {
     test("the packets a handler answers at once leave in one write op", async () => {

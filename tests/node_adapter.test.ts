@@ -12,12 +12,14 @@ import { conformance } from "./conformance.ts";
 import { faults } from "./faults.ts";
 import { secure } from "./secure.ts";
 import { group } from "./group.ts";
+import { proxy } from "./proxy.ts";
 import { Client } from "./support/client.ts";
 
 conformance("node adapter", nodeTransport);
 faults("node adapter", "node");
 secure("node adapter", nodeTransport);
 group("node adapter", nodeTransport);
+proxy("node adapter", nodeTransport);
 
 const onNode = process.versions.deno === undefined && process.versions.bun === undefined;
 
