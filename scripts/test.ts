@@ -22,12 +22,14 @@ const unitTests = [
   "tests/accept_loop.test.ts",
   "tests/stall_watch.test.ts",
   "tests/shared_slots.test.ts",
+  "tests/proxy_protocol.test.ts",
 ];
 // On every runtime: the Node adapter (all three ship node:net) and the demo
 // on the runtime's default adapter.
 const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
-// On every runtime, on its own sockets and threads: servers with workers.
-const threads = "tests/workers.test.ts";
+// On every runtime, on its own sockets: servers with workers, and behind a
+// real HAProxy.
+const ownSockets = ["tests/workers.test.ts", "tests/haproxy.test.ts"];
 
 interface Step {
   label: string;
@@ -85,14 +87,15 @@ const steps: Step[] = [
     args: [
       "check", "--doc", "mod.ts", "src/api.ts", "src/errors.ts", "src/framing.ts", "src/registry.ts",
       "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "src/group_member.ts", "src/worker_group.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
-      "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts",
+      "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts", "tests/haproxy.test.ts",
+      "src/proxy_protocol.ts", "src/address_match.ts",
       "examples/chat.ts", "examples/tls.ts", "examples/unix.ts", "examples/workers.ts", "examples/line_echo.ts",
     ],
   },
   {
     label: "node: unit tests and the node adapter",
     command: bin("node"),
-    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere, threads, "tests/secure_faults.test.ts"],
+    args: ["--test", "--test-reporter=spec", ...unitTests, ...everywhere, ...ownSockets, "tests/secure_faults.test.ts"],
     count: nodeCount,
   },
   {
@@ -111,15 +114,15 @@ const steps: Step[] = [
   {
     // deno test type-checks each worker thread's modules as it starts (a
     // second or two each); they were checked above.
-    label: "deno: servers with workers (--no-check)",
+    label: "deno: servers with workers and behind HAProxy (--no-check)",
     command: bin("deno"),
-    args: ["test", "-A", "--no-check", threads],
+    args: ["test", "-A", "--no-check", ...ownSockets],
     count: countDeno,
   },
   {
     label: "bun: unit tests, the bun adapter and the node adapter",
     command: bin("bun"),
-    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", ...everywhere, threads].map((file) => `./${file}`)],
+    args: ["test", ...[...unitTests, "tests/bun_adapter.test.ts", ...everywhere, ...ownSockets].map((file) => `./${file}`)],
     count: (output) => ({
       passed: lastNumber(output, /^\s*(\d+) pass$/gm),
       failed: lastNumber(output, /^\s*(\d+) fail$/gm),
