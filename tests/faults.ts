@@ -95,9 +95,9 @@ export interface FaultHost {
  */
 export type FaultTransport =
   | FaultServerConfig["transport"]
-  | Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers">;
+  | Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers" | "proxy">;
 
-function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers"> {
+function over(transport: FaultTransport): Pick<FaultServerConfig, "transport" | "tls" | "unix" | "workers" | "proxy"> {
   return typeof transport === "string" ? { transport } : transport;
 }
 
@@ -106,6 +106,8 @@ export interface FaultCase {
   name: string;
   /** Only over TLS (the case is about handshakes). */
   tlsOnly?: boolean;
+  /** Only behind PROXY (the case is about its header). */
+  proxyOnly?: boolean;
   run(transport: FaultTransport, scale: FaultScale, host?: FaultHost): Promise<FaultFigures>;
 }
 
@@ -225,6 +227,37 @@ export const faultCases: FaultCase[] = [
           const fdGrowth = settled.fds < 0 ? undefined : settled.fds - before.fds;
           if (fdGrowth !== undefined) assert.ok(fdGrowth <= 2, `${fdGrowth} descriptors left open`);
           return { honestMs, fdGrowth, note: `${scale.handshakeStalls} closed by the timeout` };
+        },
+      ),
+  },
+  {
+    name: "peers that stall their PROXY header are closed at its time limit; an honest client is served meanwhile",
+    proxyOnly: true,
+    run: (transport, scale, host) =>
+      withFaultServer(
+        { ...over(transport), handler: "echo", max: scale.handshakeStalls + 10, packet: 4, proxyTimeoutMs: 2000 },
+        host,
+        async (server) => {
+          const before = await server.status();
+          const bare = { ...server.endpoint, proxy: false, tls: false };
+          // Half send nothing, half the start of a header.
+          const stalled = await Client.connectMany(bare, scale.handshakeStalls);
+          await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write("PROXY TCP4 198.51.100.")));
+          await server.until(
+            (r) => r.handshaking + r.proxyErrors === scale.handshakeStalls,
+            "every stalled peer to be taken",
+          );
+          const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
+          const after = await server.until(
+            (r) => r.proxyErrors === scale.handshakeStalls && r.handshaking === 0,
+            "every stalled header to time out",
+          );
+          assert.equal(after.started, 1, "only the honest client started a session");
+          await Promise.all(stalled.map((client) => client.whenClosed(5000)));
+          const settled = await server.until((r) => r.num === 0, "the honest session to end");
+          const fdGrowth = settled.fds < 0 ? undefined : settled.fds - before.fds;
+          if (fdGrowth !== undefined) assert.ok(fdGrowth <= 2, `${fdGrowth} descriptors left open`);
+          return { honestMs, fdGrowth, note: `${scale.handshakeStalls} closed by the time limit` };
         },
       ),
   },
@@ -536,6 +569,7 @@ export function faults(label: string, transport: FaultTransport, only?: RegExp, 
     for (const faultCase of faultCases) {
       if (only !== undefined && !only.test(faultCase.name)) continue;
       if (faultCase.tlsOnly && !over(transport).tls) continue;
+      if (faultCase.proxyOnly && !over(transport).proxy) continue;
       test(faultCase.name, { timeout: 60_000 }, async () => {
         await faultCase.run(transport, SMALL, host);
       });

@@ -28,6 +28,9 @@ const servers: Array<{ runtime: RuntimeName; transport: "node" | "deno" | "bun";
 // (each runtime's own sockets and threads).
 const WORKER_CASES = process.env.PICO_CASES ? CASES : new RegExp(`${CASES.source}|handlers that throw every kind`);
 
+// And behind a load balancer: each client begins with a PROXY header.
+const PROXY_CASES = process.env.PICO_CASES ? CASES : new RegExp(`${CASES.source}|stall their PROXY`);
+
 const only = process.env.PICO_SECURE_FAULTS; // e.g. "deno" to run one runtime's
 for (const { runtime, transport, modes } of servers) {
   if (only !== undefined && only !== runtime) continue;
@@ -38,4 +41,5 @@ for (const { runtime, transport, modes } of servers) {
     faults(`${name} ${over}`, { transport, tls: mode !== "unix", unix: mode !== "tls" }, CASES, host);
   }
   if (transport === runtime) faults(`${runtime} with 2 workers`, { transport, workers: 2 }, WORKER_CASES, host);
+  if (transport === runtime) faults(`${runtime} adapter behind PROXY`, { transport, proxy: true }, PROXY_CASES, host);
 }

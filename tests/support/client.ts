@@ -25,8 +25,12 @@ export interface Endpoint {
   hostname?: string;
   /** Connect with TLS, trusting the test CA; `alpn` the protocols offered. */
   tls?: boolean;
+  /** Begin with a PROXY protocol v1 header (before any TLS), as a load balancer would. */
+  proxy?: boolean;
   alpn?: string[];
 }
+
+let proxySerial = 0;
 
 /** A connected test client that records everything the server sends. */
 export class Client {
@@ -79,6 +83,8 @@ export class Client {
       : { port: endpoint.port!, host: endpoint.hostname ?? hostname };
     return new Promise((resolve, reject) => {
       const raw = netConnect({ ...where, allowHalfOpen: true });
+      // Queued before anything the TLS client writes, so it goes first.
+      if (endpoint.proxy) raw.write(`PROXY TCP4 192.0.2.1 192.0.2.2 ${40000 + (proxySerial++ % 20000)} 443\r\n`);
       // A TLS client's handshake goes on after the TCP connect (its writes
       // wait for it): a connection the server holds waiting, unread, is
       // connected as a plain one is. `secured()` waits for it.

@@ -89,7 +89,7 @@ export class FaultServer {
           if (server === undefined && typeof message.port === "number") {
             clearTimeout(timer);
             const endpoint = message.path !== undefined ? { path: message.path } : { port: message.port };
-            server = new FaultServer(child, { ...endpoint, tls: config.tls }, exited);
+            server = new FaultServer(child, { ...endpoint, tls: config.tls, proxy: config.proxy }, exited);
             resolve(server);
           } else if (server !== undefined) {
             const settle = server.#pending.get(message.id!);

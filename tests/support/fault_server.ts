@@ -38,6 +38,9 @@ export interface FaultServerConfig {
   handshakeTimeoutMs?: number;
   /** Run on this many worker threads (the runtime's own sockets; `transport` is not used). */
   workers?: number;
+  /** Behind a load balancer: each connection begins with a PROXY header. */
+  proxy?: boolean;
+  proxyTimeoutMs?: number;
 }
 
 /** What the child answers to `status` (and `gc`, after a full collection). */
@@ -49,6 +52,7 @@ export interface FaultReport {
   acceptErrors: number;
   handshakeFailures: number;
   handshaking: number;
+  proxyErrors: number;
   /** The most sessions that ran at once, from onSessionStart/onSessionEnd. */
   peak: number;
   started: number;
@@ -113,6 +117,7 @@ const common = {
       handshakeTimeoutMs: config.handshakeTimeoutMs,
     }
     : {}),
+  ...(config.proxy ? { proxyProtocol: { timeoutMs: config.proxyTimeoutMs ?? 5000 } } : {}),
   max: config.max,
   packet: config.packet,
   packetSize: config.packetSize,
@@ -158,6 +163,7 @@ function report(id: number): FaultReport {
     acceptErrors: status.acceptErrors,
     handshakeFailures: status.handshakeFailures,
     handshaking: status.handshaking,
+    proxyErrors: status.proxyErrors,
     peak,
     started,
     ended,
