@@ -40,7 +40,7 @@ export const GENERATOR = pinned(1, runCommand.bun);
 export interface Scenario {
   name: string;
   label: string;
-  load: { scenario: string; connections: number; size: number; inflight: number; tls?: boolean; path?: string };
+  load: { scenario: string; connections: number; size: number; inflight: number; tls?: boolean; path?: string; proxy?: boolean };
 }
 
 /** How an echo server listens: TCP, TLS over TCP (the test certificate), or a Unix socket. */

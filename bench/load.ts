@@ -11,6 +11,7 @@
 // - churn: `connections` loops of connect, one round trip, close;
 // - idle: open `connections` sessions, report when all are up, hold them
 //   until stdin closes.
+// With `"proxy": true`, each connection begins with a PROXY v1 header.
 import { connect, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import process from "node:process";
@@ -26,6 +27,8 @@ interface LoadOptions {
   tls?: boolean;
   /** A Unix socket's path instead of the port. */
   path?: string;
+  /** Begin each connection with a PROXY protocol v1 header, as a load balancer does. */
+  proxy?: boolean;
 }
 
 /** What one load run reports (bench/run.ts reads it). */
@@ -66,10 +69,15 @@ class Samples {
   }
 }
 
+let serial = 0;
+
 function open(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const where = options.path !== undefined ? { path: options.path } : { port, host: "127.0.0.1" };
-    const socket = options.tls ? connectTls({ ...where, rejectUnauthorized: false }) : connect(where);
+    // The header goes first, before the TLS client's hello.
+    const raw = connect(where);
+    if (options.proxy) raw.write(`PROXY TCP4 192.0.2.1 192.0.2.2 ${40000 + (serial++ % 20000)} 443\r\n`);
+    const socket = options.tls ? connectTls({ socket: raw, rejectUnauthorized: false }) : raw;
     if (options.path === undefined) socket.setNoDelay(true);
     socket.once(options.tls ? "secureConnect" : "connect", () => {
       socket.off("error", reject);

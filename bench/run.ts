@@ -38,6 +38,7 @@ import {
 } from "./common.ts";
 import { secureSection } from "./secure.ts";
 import { scalingSection } from "./scaling.ts";
+import { proxySection } from "./proxy.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 1.2);
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
@@ -204,6 +205,8 @@ for (const runtime of RUNTIMES) {
 
 // TLS and Unix sockets: their own section (bench/secure.ts). BENCH_SECURE=0 leaves it out.
 const secureLines = process.env.BENCH_SECURE === "0" ? [] : await secureSection(RUNTIMES, SECONDS, REPEATS);
+// Behind a load balancer: PROXY headers or not (bench/proxy.ts). BENCH_PROXY=0 leaves it out.
+const proxyLines = process.env.BENCH_PROXY === "0" ? [] : await proxySection(RUNTIMES, SECONDS, REPEATS);
 // Using every core: workers 1 and 2 (bench/scaling.ts). BENCH_SCALING=0 leaves it out.
 const scalingLines = process.env.BENCH_SCALING === "0" ? [] : await scalingSection(RUNTIMES, SECONDS, REPEATS);
 
@@ -286,6 +289,7 @@ for (const scenario of SCENARIOS) {
   }
 }
 if (secureLines.length > 0) lines.push("", ...secureLines);
+if (proxyLines.length > 0) lines.push("", ...proxyLines);
 if (scalingLines.length > 0) lines.push("", ...scalingLines);
 lines.push("", `## Idle sessions (${IDLE_SESSIONS.toLocaleString("en-US")} connections held open)`, "");
 lines.push("Resident memory growth of the server process per connection (median of fresh servers).", "");

@@ -113,6 +113,8 @@ export class SocketConnection implements Connection, SocketEvents, Batched {
   handOver(rest: Uint8Array): void {
     if (this.#closed) return;
     this.#events = undefined;
+    // Until the next start() (which reads again, on a TLS connection from
+    // the TLS socket that takes over).
     this.#read(false);
     if (rest.length > 0) {
       if (this.#held === NO_CHUNKS) this.#held = [];
