@@ -89,7 +89,7 @@ const steps: Step[] = [
       "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "src/group_member.ts", "src/worker_group.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
       "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts", "tests/haproxy.test.ts",
       "src/proxy_protocol.ts", "src/address_match.ts",
-      "examples/chat.ts", "examples/tls.ts", "examples/unix.ts", "examples/workers.ts", "examples/line_echo.ts",
+      "examples/chat.ts", "examples/tls.ts", "examples/unix.ts", "examples/workers.ts", "examples/line_echo.ts", "examples/behind_proxy.ts",
     ],
   },
   {

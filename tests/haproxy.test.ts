@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect as netConnect, createServer as netServer } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
+import process from "node:process";
 import { join } from "node:path";
 import { type Session, type SocketServer, startServer } from "../mod.ts";
 import { sleep, TEST_CA, TEST_TLS, until } from "./support/client.ts";
@@ -158,4 +159,26 @@ describe(`${runtime}: behind a real HAProxy`, { skip: SKIP }, () => {
       rmSync(directory, { recursive: true, force: true });
     }
   });
+});
+
+test(`${runtime}: examples/behind_proxy.ts greets a client by the address its PROXY header gives`, { timeout: 30_000 }, async () => {
+  const script = new URL("../examples/behind_proxy.ts", import.meta.url).pathname;
+  const args = runtime === "deno" ? ["run", "-A", "--no-check", script] : [script];
+  const child = spawn(process.execPath, args, { env: { ...process.env, PORT: "0" }, stdio: ["ignore", "pipe", "inherit"] });
+  let output = "";
+  child.stdout!.on("data", (chunk: Uint8Array) => (output += decoder.decode(chunk)));
+  try {
+    await until(() => /on 127\.0\.0\.1:\d+/.test(output), "the example to listen", 20_000);
+    const port = Number(output.match(/on 127\.0\.0\.1:(\d+)/)![1]);
+    const socket = netConnect(port, "127.0.0.1");
+    let text = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => (text += chunk));
+    socket.write("PROXY TCP4 203.0.113.9 127.0.0.1 5555 9925\r\nhi\n");
+    await until(() => text.split("\n").length >= 3, "the greeting and the echo");
+    assert.equal(text, "hello 203.0.113.9:5555 (via 127.0.0.1)\nhi\n");
+    socket.destroy();
+  } finally {
+    child.kill("SIGKILL");
+  }
 });
