@@ -387,3 +387,28 @@ test(`${runtime}: examples/workers.ts serves lines from its threads and stops on
     child.kill("SIGKILL");
   }
 });
+
+test(`${runtime}: two threads behind PROXY: the header's address in every thread, errors summed`, TIMEOUT, async () => {
+  const group = await startGroup({ max: 10, proxyProtocol: { timeoutMs: 2000 } });
+  try {
+    const seen = new Set<number>();
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const client = await Client.connect(group.server.port);
+      await client.write(`PROXY TCP4 198.51.100.${i + 1} 127.0.0.1 ${1000 + i} 443\r\n`);
+      seen.add(await who(client));
+      client.destroy();
+    }
+    assert.deepEqual(seen, new Set([1, 2]));
+    await until(() => group.ended.length === group.server.status().accepted, "the ends");
+    assert.ok(group.ended.every(({ session }) => /^198\.51\.100\.\d+$/.test(session.remoteAddress.hostname)));
+    assert.ok(group.ended.every(({ session }) => session.proxyAddress?.hostname === "127.0.0.1"));
+    for (let i = 0; i < 6; i++) {
+      const bad = await Client.connect(group.server.port);
+      await bad.write("no header\n");
+      await bad.whenClosed();
+    }
+    await until(() => group.server.status().proxyErrors === 6, "six header errors summed over the threads", 5000);
+  } finally {
+    await group.server.stop();
+  }
+});
