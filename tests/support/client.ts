@@ -76,7 +76,20 @@ export class Client {
    * Connects to `port` on loopback (or to an endpoint) once the TCP (and
    * TLS) handshake completes.
    */
-  static connect(target: number | Endpoint, hostname = "127.0.0.1"): Promise<Client> {
+  static async connect(target: number | Endpoint, hostname = "127.0.0.1"): Promise<Client> {
+    // A Unix socket whose listen queue is full refuses with EAGAIN (TCP
+    // would queue the SYN): try again, as a real client does.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await Client.#connectOnce(target, hostname);
+      } catch (error) {
+        if ((error as { code?: string }).code !== "EAGAIN" || attempt === 50) throw error;
+        await sleep(20);
+      }
+    }
+  }
+
+  static #connectOnce(target: number | Endpoint, hostname: string): Promise<Client> {
     const endpoint: Endpoint = typeof target === "number" ? { port: target } : target;
     const where = endpoint.path !== undefined
       ? { path: endpoint.path }
