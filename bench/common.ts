@@ -2,7 +2,8 @@
 // the runtimes' commands, the scenarios, starting and stopping echo servers
 // pinned to a CPU, and driving them with the load generator.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import process from "node:process";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LoadResult } from "./load.ts";
@@ -205,4 +206,30 @@ export function fmt(n: number, digits = 0): string {
 /** The lowest and highest of some paired ratios, as "0.90–0.99". */
 export function range(ratios: number[]): string {
   return ratios.length > 0 ? `${fmt(Math.min(...ratios), 2)}–${fmt(Math.max(...ratios), 2)}` : "—";
+}
+
+/**
+ * Runs one section of `npm run bench` on its own (`npm run bench:<name>`):
+ * on BENCH_RUNTIMES, BENCH_SECONDS and BENCH_REPEATS, then writes it to
+ * bench/<name>.md under `title` and prints it.
+ */
+export async function runSectionAlone(
+  name: string,
+  title: string,
+  section: (runtimes: Runtime[], seconds: number, repeats: number) => Promise<string[]>,
+  defaultSeconds = 1.2,
+): Promise<void> {
+  const runtimes = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
+  const started = Date.now();
+  const lines = await section(runtimes, Number(process.env.BENCH_SECONDS ?? defaultSeconds), Number(process.env.BENCH_REPEATS ?? 5));
+  const text = [
+    `# ${title}`,
+    "",
+    `Made by \`npm run bench:${name}\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s (the same section is part of \`npm run bench\`'s results.md).`,
+    "",
+    ...lines.slice(2),
+    "",
+  ].join("\n");
+  writeFileSync(join(root, `bench/${name}.md`), text);
+  console.log(text);
 }

@@ -4,9 +4,6 @@
 // ping-pong (the header once per connection) and churn (once per round
 // trip). bench/run.ts adds its section to bench/results.md; `npm run
 // bench:proxy` runs it alone and prints it.
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
-import process from "node:process";
 import {
   echoServerCommand,
   fmt,
@@ -14,13 +11,13 @@ import {
   median,
   pairedRatios,
   range,
-  root,
   runLoad,
   type Runtime,
   SCENARIOS,
   type Server,
   startServer,
   stopServer,
+  runSectionAlone,
 } from "./common.ts";
 
 const PROXY_SCENARIOS = SCENARIOS.filter((scenario) => scenario.name === "pingpong" || scenario.name === "churn");
@@ -71,18 +68,4 @@ export async function proxySection(runtimes: Runtime[], seconds: number, repeats
   return lines;
 }
 
-if (import.meta.main) {
-  const runtimes = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
-  const started = Date.now();
-  const lines = await proxySection(runtimes, Number(process.env.BENCH_SECONDS ?? 1.2), Number(process.env.BENCH_REPEATS ?? 5));
-  const text = [
-    "# PROXY protocol benchmark",
-    "",
-    `Made by \`npm run bench:proxy\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s (the same section is part of \`npm run bench\`'s results.md).`,
-    "",
-    ...lines.slice(2),
-    "",
-  ].join("\n");
-  writeFileSync(join(root, "bench/proxy.md"), text);
-  console.log(text);
-}
+if (import.meta.main) await runSectionAlone("proxy", "PROXY protocol benchmark", proxySection);

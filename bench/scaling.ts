@@ -5,10 +5,23 @@
 // The servers and the load generator are not pinned: the threads need every
 // core. bench/run.ts adds its section to bench/results.md; `npm run
 // bench:scaling` runs it alone and prints it.
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { fmt, type LoadResult, median, pairedRatios, range, root, runCommand, runLoad, type Runtime, type Server, startServer, stopServer } from "./common.ts";
+import {
+  fmt,
+  type LoadResult,
+  median,
+  pairedRatios,
+  range,
+  root,
+  runCommand,
+  runLoad,
+  type Runtime,
+  runSectionAlone,
+  type Server,
+  startServer,
+  stopServer,
+} from "./common.ts";
 
 const LOAD = { scenario: "pipelined", connections: 16, size: 1024, inflight: 8 };
 const WORKERS = [1, 2] as const;
@@ -53,18 +66,4 @@ export async function scalingSection(runtimes: Runtime[], seconds: number, repea
   return lines;
 }
 
-if (import.meta.main) {
-  const runtimes = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
-  const started = Date.now();
-  const lines = await scalingSection(runtimes, Number(process.env.BENCH_SECONDS ?? 2), Number(process.env.BENCH_REPEATS ?? 5));
-  const text = [
-    "# Scaling benchmark",
-    "",
-    `Made by \`npm run bench:scaling\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s (the same section is part of \`npm run bench\`'s results.md).`,
-    "",
-    ...lines.slice(2),
-    "",
-  ].join("\n");
-  writeFileSync(join(root, "bench/scaling.md"), text);
-  console.log(text);
-}
+if (import.meta.main) await runSectionAlone("scaling", "Scaling benchmark", scalingSection, 2);

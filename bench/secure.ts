@@ -3,9 +3,7 @@
 // with tls) and raw Unix-socket echo server, run back to back as in the main
 // table. bench/run.ts adds its section to bench/results.md;
 // `npm run bench:secure` runs it alone and prints it.
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import process from "node:process";
 import {
   echoServerCommand,
   fmt,
@@ -24,6 +22,7 @@ import {
   type Server,
   startServer,
   stopServer,
+  runSectionAlone,
 } from "./common.ts";
 
 interface SecureScenario extends Scenario {
@@ -135,18 +134,4 @@ export async function secureSection(runtimes: Runtime[], seconds: number, repeat
   return lines;
 }
 
-if (import.meta.main) {
-  const runtimes = (process.env.BENCH_RUNTIMES?.split(",") ?? ["node", "deno", "bun"]) as Runtime[];
-  const started = Date.now();
-  const lines = await secureSection(runtimes, Number(process.env.BENCH_SECONDS ?? 1.2), Number(process.env.BENCH_REPEATS ?? 5));
-  const text = [
-    "# TLS and Unix socket benchmarks",
-    "",
-    `Made by \`npm run bench:secure\` on ${new Date().toISOString().slice(0, 10)}, in ${Math.round((Date.now() - started) / 1000)} s (the same section is part of \`npm run bench\`'s results.md).`,
-    "",
-    ...lines.slice(2),
-    "",
-  ].join("\n");
-  writeFileSync(join(root, "bench/secure.md"), text);
-  console.log(text);
-}
+if (import.meta.main) await runSectionAlone("secure", "TLS and Unix socket benchmarks", secureSection);
