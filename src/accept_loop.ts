@@ -65,6 +65,8 @@ export interface AcceptHost {
   accepted(connection: Connection, listener: Acceptor): void;
   /** The runtime cannot accept for want of a resource (or for a reason unknown). */
   failed(error: unknown): void;
+  /** One connection was lost before it could be accepted (skipped, counted). */
+  skipped?(error: unknown): void;
 }
 
 /** Timers, injectable for tests. */
@@ -124,6 +126,7 @@ export class AcceptLoop {
     this.#from = undefined;
     if (isConnectionError(error)) {
       this.#connectionErrors++;
+      this.#host.skipped?.(error);
       if (++this.#skips % ACCEPT_SKIPS_PER_TURN !== 0) this.next();
       else this.#after(0);
       return;

@@ -24,6 +24,14 @@ import { endpointName } from "./listen_failure.ts";
 import type { SharedSlots } from "./shared_slots.ts";
 import { type ProxyHeader, readProxyHeader } from "./proxy_protocol.ts";
 import { addressBytes, clientKey, inRange } from "./address_match.ts";
+import {
+  acceptErrorChannel,
+  handshakeFailureChannel,
+  proxyErrorChannel,
+  refusedChannel,
+  traceHandler,
+  tracingSessions,
+} from "./tracing.ts";
 import { WorkerGroup } from "./worker_group.ts";
 
 // How long a wait for a slot of the group lasts before it looks again (a
@@ -526,10 +534,20 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
         // Trust is the socket's peer's, never what a header will claim.
         connection.close();
         this.#proxyErrors++;
+        if (proxyErrorChannel?.hasSubscribers) {
+          const error = new SocketServerError("The peer is not a trusted proxy", "proxy_error");
+          proxyErrorChannel.publish({ server: this, remoteAddress: connection.remoteAddress, error });
+        }
       } else if (this.#slots !== undefined && !this.#slots.tryTake()) void this.#waitForSlot(connection, this.#slots);
       else this.#admit(connection);
     },
-    failed: (error) => this.#report(error),
+    failed: (error) => {
+      if (acceptErrorChannel?.hasSubscribers) acceptErrorChannel.publish({ server: this, error });
+      this.#report(error);
+    },
+    skipped: (error) => {
+      if (acceptErrorChannel?.hasSubscribers) acceptErrorChannel.publish({ server: this, error });
+    },
   });
   #accepted = 0;
   // In a group (workers): the group's limit, and the connection this server
@@ -617,10 +635,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
         backlog,
         writeHighWaterMark: session.writeHighWaterMark,
         lingerMs: session.lingerMs,
-        onRefused: (remoteAddress) => {
-          const onRefused = this.#options.onRefused;
-          if (onRefused) safely(() => onRefused({ remoteAddress, refused: this.#refused, reason: "backlog" }));
-        },
+        onRefused: (remoteAddress) => this.#toldRefused(remoteAddress, "backlog"),
       });
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code;
@@ -929,7 +944,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
       return;
     }
     const client = connection.remoteAddress;
-    if (!this.#countClient(client)) this.#drop(connection, "per_address", client);
+    if (!this.#countClient(client)) this.#drop(connection, "per_address", client, undefined);
     else if (tls) void this.#open(connection, tls, client);
     else this.#startSession(connection, undefined);
   }
@@ -947,16 +962,16 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     if (proxy !== undefined) {
       const read = await readProxyHeader(connection, proxy.timeoutMs).catch((error: Error) => error);
       if (!this.#stillOpening(connection, undefined)) return;
-      if (read instanceof Error) return this.#drop(connection, "proxy", undefined);
+      if (read instanceof Error) return this.#drop(connection, "proxy", undefined, read);
       header = read;
       const client = clientAddress(header, connection);
-      if (!this.#countClient(client)) return this.#drop(connection, "per_address", client);
+      if (!this.#countClient(client)) return this.#drop(connection, "per_address", client, undefined);
       counted = client;
     }
     if (tls) {
       const failure = await this.#handshake(connection);
       if (!this.#stillOpening(connection, counted)) return;
-      if (failure !== null) return this.#drop(connection, "handshake", counted);
+      if (failure !== null) return this.#drop(connection, "handshake", counted, failure);
     }
     this.#opening.delete(connection);
     this.#startSession(connection, header);
@@ -990,20 +1005,35 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
    * PROXY header failed, its client had its share (`client`, refused), or
    * its handshake failed. Frees its slot and its client's count.
    */
-  #drop(connection: Connection, why: "proxy" | "per_address" | "handshake", client: SocketAddress | undefined): void {
+  #drop(
+    connection: Connection,
+    why: "proxy" | "per_address" | "handshake",
+    client: SocketAddress | undefined,
+    error: Error | undefined,
+  ): void {
     this.#opening.delete(connection);
     connection.close();
-    if (why === "proxy") this.#proxyErrors++;
-    else if (why === "handshake") this.#handshakeFailures++;
     if (why === "per_address") {
       this.#refusedPerAddress++;
-      const onRefused = this.#options.onRefused;
-      if (onRefused) safely(() => onRefused({ remoteAddress: client!, refused: this.#refused, reason: "per_address" }));
-    } else if (client !== undefined) {
-      this.#uncountClient(client);
+      this.#toldRefused(client!, "per_address");
+    } else {
+      if (client !== undefined) this.#uncountClient(client);
+      const channel = why === "proxy" ? proxyErrorChannel : handshakeFailureChannel;
+      if (why === "proxy") this.#proxyErrors++;
+      else this.#handshakeFailures++;
+      if (channel?.hasSubscribers) channel.publish({ server: this, remoteAddress: connection.remoteAddress, error });
     }
     this.#slots?.release();
     this.#acceptLoop.next();
+  }
+
+  /** Tells onRefused and the refused channel of a refusal (counted already). */
+  #toldRefused(remoteAddress: SocketAddress, reason: "backlog" | "per_address"): void {
+    const onRefused = this.#options.onRefused;
+    if (onRefused) safely(() => onRefused({ remoteAddress, refused: this.#refused, reason }));
+    if (refusedChannel?.hasSubscribers) {
+      refusedChannel.publish({ server: this, remoteAddress, reason, refused: this.#refused });
+    }
   }
 
   /** Whether a peer may connect (with proxyProtocol's trusted ranges). */
@@ -1076,7 +1106,7 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     if (onSessionStart) safely(() => onSessionStart(session));
     let result: void | Promise<void>;
     try {
-      result = handler(session);
+      result = tracingSessions() ? traceHandler({ server: this, session }, () => handler(session)) : handler(session);
     } catch (error) {
       this.#endSession(session, error, true);
       return;
