@@ -18,11 +18,11 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** The most bytes a bulk string (a key, a value) may have. */
-export const MAX_BULK = 1024 * 1024;
+export const MAX_BULK: number = 1024 * 1024;
 /** The most arguments a command may have. */
-export const MAX_ARGUMENTS = 1024 * 1024;
+export const MAX_ARGUMENTS: number = 1024 * 1024;
 /** The most bytes one command may have, all its arguments together. */
-export const MAX_REQUEST = 16 * 1024 * 1024;
+export const MAX_REQUEST: number = 16 * 1024 * 1024;
 // An inline command (a line without RESP framing, as nc sends) or a
 // header line may be at most this long.
 const MAX_LINE = 64 * 1024;
