@@ -28,8 +28,15 @@ const unitTests = [
 // on the runtime's default adapter.
 const everywhere = ["tests/node_adapter.test.ts", "tests/chat.test.ts"];
 // On every runtime, on its own sockets: servers with workers, behind a real
-// HAProxy, the diagnostics channels, and the RESP example under redis-cli.
-const ownSockets = ["tests/workers.test.ts", "tests/haproxy.test.ts", "tests/tracing.test.ts", "tests/kv.test.ts"];
+// HAProxy, the diagnostics channels (and OpenTelemetry on them), and the RESP
+// example under redis-cli.
+const ownSockets = [
+  "tests/workers.test.ts",
+  "tests/haproxy.test.ts",
+  "tests/tracing.test.ts",
+  "tests/kv.test.ts",
+  "tests/opentelemetry.test.ts",
+];
 
 interface Step {
   label: string;
@@ -89,6 +96,7 @@ const steps: Step[] = [
       "src/server.ts", "src/session.ts", "src/end_reason.ts", "src/transport.ts", "src/default_transport.ts", "src/unix_path.ts", "src/shared_slots.ts", "src/group_member.ts", "src/worker_group.ts", "adapters/deno.ts", "adapters/bun.ts", "adapters/node.ts", "adapters/tls_check.ts", "adapters/unix_files.ts",
       "adapters/threads.ts", "adapters/worker_thread.ts", "tests/workers.test.ts", "tests/haproxy.test.ts",
       "src/proxy_protocol.ts", "src/address_match.ts", "src/tracing.ts", "tests/tracing.test.ts", "tests/kv.test.ts", "examples/kv.ts",
+      "tests/opentelemetry.test.ts", "examples/opentelemetry.ts",
       "examples/chat.ts", "examples/tls.ts", "examples/unix.ts", "examples/workers.ts", "examples/line_echo.ts", "examples/behind_proxy.ts",
     ],
   },
@@ -124,7 +132,7 @@ const steps: Step[] = [
   {
     // deno test type-checks each worker thread's modules as it starts (a
     // second or two each); they were checked above.
-    label: "deno: servers with workers, behind HAProxy, diagnostics channels, the RESP example (--no-check)",
+    label: "deno: workers, behind HAProxy, diagnostics channels, OpenTelemetry, the RESP example (--no-check)",
     command: bin("deno"),
     args: ["test", "-A", "--no-check", ...ownSockets],
     count: countDeno,

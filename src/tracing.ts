@@ -75,9 +75,11 @@ export interface SessionTrace {
 /**
  * Runs a handler inside the session TracingChannel, as `tracePromise`
  * would, for a handler that may also return at once: `start` and the
- * stores bound to it around the call, `end` after its synchronous part,
- * `error` if it throws or rejects, then `asyncStart` and `asyncEnd` once a
- * returned promise settles. Returns (or throws) what the handler did.
+ * stores bound to it around the call, `end` after its synchronous part
+ * (carrying `result` or `error` when the handler finished at once, as
+ * `traceSync` does), `error` if it throws or rejects, then `asyncStart` and
+ * `asyncEnd` once a returned promise settles. Returns (or throws) what the
+ * handler did.
  */
 export function traceHandler<R>(context: SessionTrace, run: () => R): R {
   const channel = session!;
