@@ -317,7 +317,6 @@ export async function startKv(port: number, max = 10_000): Promise<SocketServer>
     session: { idleTimeoutMs: 5 * 60_000 },
     handler: kvHandler(store),
   });
-  void server.listening;
   return server;
 }
 

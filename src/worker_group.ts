@@ -265,18 +265,26 @@ export class WorkerGroup {
     };
     member.failure = undefined;
     member.startedAt = Date.now();
-    const thread: WorkerThread = this.#transport!.startThread!(init, {
-      message: (message) => {
-        if (member.thread === thread) this.#received(member, message as MemberMessage);
-      },
-      exit: (error) => {
-        if (member.thread === thread) this.#exited(member, error);
-      },
-    });
-    member.thread = thread;
-    return new Promise<number>((resolve, reject) => {
+    const started = new Promise<number>((resolve, reject) => {
       member.starting = { resolve, reject };
     });
+    let thread: WorkerThread | undefined;
+    try {
+      thread = this.#transport!.startThread!(init, {
+        message: (message) => {
+          if (member.thread === thread) this.#received(member, message as MemberMessage);
+        },
+        exit: (error) => {
+          if (member.thread === thread) this.#exited(member, error);
+        },
+      });
+    } catch (error) {
+      // A thread that could not start is one that ended at once.
+      queueMicrotask(() => this.#exited(member, error instanceof Error ? error : new Error(String(error))));
+      return started;
+    }
+    member.thread = thread;
+    return started;
   }
 
   #received(member: Member, message: MemberMessage): void {
