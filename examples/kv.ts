@@ -172,10 +172,21 @@ export class Store {
   }
 }
 
+/**
+ * A key as a string, one character per byte: keys are binary, and decoding
+ * them as UTF-8 would make two invalid sequences the same key.
+ */
+export function keyOf(bytes: Uint8Array): string {
+  if (bytes.length <= 256) return String.fromCharCode(...bytes);
+  let key = "";
+  for (let at = 0; at < bytes.length; at += 4096) key += String.fromCharCode(...bytes.subarray(at, at + 4096));
+  return key;
+}
+
 /** Runs one command; `replies` gets its answer. Returns false for QUIT. */
 export function execute(store: Store, command: Uint8Array[], replies: Uint8Array[]): boolean {
-  const name = decoder.decode(command[0]).toUpperCase();
-  const key = (i: number) => decoder.decode(command[i]);
+  const name = keyOf(command[0]).toUpperCase();
+  const key = (i: number) => keyOf(command[i]);
   const argc = command.length;
   switch (name) {
     case "PING":

@@ -55,6 +55,23 @@ describe(`${runtime}: examples/kv.ts, a RESP server`, () => {
     assert.deepEqual(text(commands), expected, "byte by byte");
   });
 
+  test("keys are binary: two invalid UTF-8 keys stay two keys", { timeout: 10_000 }, async () => {
+    const server = await startKv(0);
+    try {
+      const client = await Client.connect(server.port);
+      const set = (key: number[], value: string) =>
+        new Uint8Array([...encoder.encode("*3\r\n$3\r\nSET\r\n$2\r\n"), ...key, ...encoder.encode(`\r\n$1\r\n${value}\r\n`)]);
+      const get = (key: number[]) => new Uint8Array([...encoder.encode("*2\r\n$3\r\nGET\r\n$2\r\n"), ...key, 13, 10]);
+      await client.write(new Uint8Array([...set([0xff, 0xfe], "a"), ...set([0xfe, 0xff], "b"), ...get([0xff, 0xfe]), ...get([0xfe, 0xff])]));
+      const expected = "+OK\r\n+OK\r\n$1\r\na\r\n$1\r\nb\r\n";
+      await client.received(expected.length);
+      assert.equal(client.text(), expected);
+      client.destroy();
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("the parser refuses bad framing and oversized requests", () => {
     for (const bad of ["*x\r\n", "*1\r\n+OK\r\n", "*1\r\n$2\r\nabc\r\n", "*1\r\n$-5\r\n", "*1\r\n$99999999\r\n", "*9999999999\r\n"]) {
       assert.throws(() => new RespParser().push(encoder.encode(bad)), ProtocolError, JSON.stringify(bad));
