@@ -14,6 +14,7 @@ import type { RefusedConnection, ServerOptions, SessionHandler, WorkersOptions }
 import type { SessionEndReason } from "./end_reason.ts";
 import type { Session, SessionInfo, SessionOptions } from "./session.ts";
 import type { TlsSettings, Transport } from "./transport.ts";
+import type { MemberSettings } from "./group_member.ts";
 
 /** Checks a packet type given by a caller; throws a clear error otherwise. */
 export function validatePacketType(packetType: unknown): PacketType {
@@ -134,8 +135,8 @@ export function resolveServerOptions(options: ServerOptions): ResolvedServerOpti
 export interface ResolvedWorkers {
   count: number;
   module: string;
-  /** The rest of the options, to check as a server's. */
-  options: Omit<ServerOptions, "handler">;
+  /** What each thread's server is started with: the options without the handler, callbacks and workers. */
+  settings: MemberSettings;
 }
 
 // Enough for any machine; a typo of 10000 threads is refused.
@@ -154,7 +155,8 @@ export function resolveWorkers(options: ServerOptions | WorkersOptions): Resolve
     }
     return undefined;
   }
-  const { workers, handler: _handler, onError, onSessionStart, onSessionEnd, ...rest } = options as WorkersOptions;
+  const { workers, handler: _handler, onError, onSessionStart, onSessionEnd, onRefused: _onRefused, ...settings } =
+    options as WorkersOptions;
   let count: number;
   if (workers === "auto") {
     count = Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
@@ -177,7 +179,7 @@ export function resolveWorkers(options: ServerOptions | WorkersOptions): Resolve
   for (const [name, callback] of Object.entries({ onError, onSessionStart, onSessionEnd })) {
     if (callback !== undefined && typeof callback !== "function") throw invalidArgument(name, callback, "a function");
   }
-  return { count, module: handlerModule(handler), options: rest };
+  return { count, module: handlerModule(handler), settings };
 }
 
 /** A handler module as a thread can import it: a URL, an absolute path as a file URL, or a bare specifier. */

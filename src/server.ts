@@ -59,6 +59,10 @@ function clientAddress(header: ProxyHeader | undefined, connection: Connection):
   return header?.command === "proxy" && header.source !== undefined ? header.source : connection.remoteAddress;
 }
 
+function untrustedPeer(): SocketServerError {
+  return new SocketServerError("The peer is not a trusted proxy", "proxy_error");
+}
+
 function handshakeTimeout(limitMs: number): SocketServerError {
   return new SocketServerError(`The TLS handshake took longer than ${limitMs} ms`, "timeout");
 }
@@ -533,21 +537,15 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
       else if (!this.#trusts(connection.remoteAddress)) {
         // Trust is the socket's peer's, never what a header will claim.
         connection.close();
-        this.#proxyErrors++;
-        if (proxyErrorChannel?.hasSubscribers) {
-          const error = new SocketServerError("The peer is not a trusted proxy", "proxy_error");
-          proxyErrorChannel.publish({ server: this, remoteAddress: connection.remoteAddress, error });
-        }
+        this.#failedOpening("proxy", connection.remoteAddress, untrustedPeer);
       } else if (this.#slots !== undefined && !this.#slots.tryTake()) void this.#waitForSlot(connection, this.#slots);
       else this.#admit(connection);
     },
     failed: (error) => {
-      if (acceptErrorChannel?.hasSubscribers) acceptErrorChannel.publish({ server: this, error });
+      this.#publishAcceptError(error);
       this.#report(error);
     },
-    skipped: (error) => {
-      if (acceptErrorChannel?.hasSubscribers) acceptErrorChannel.publish({ server: this, error });
-    },
+    skipped: (error) => this.#publishAcceptError(error),
   });
   #accepted = 0;
   // In a group (workers): the group's limit, and the connection this server
@@ -595,11 +593,11 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
   constructor(options: ServerOptions | WorkersOptions) {
     const workers = resolveWorkers(options);
     if (workers !== undefined) {
-      this.#options = resolveServerOptions({ ...workers.options, handler: () => {} });
+      this.#options = resolveServerOptions({ ...workers.settings, handler: () => {} });
       this.#sessionOptions = this.#options.session;
       this.#max = this.#options.max;
       this.#name = this.#options.name ?? ""; // what the registry reads while the group registers
-      this.#group = new WorkerGroup(options as WorkersOptions, workers.count, workers.module, this);
+      this.#group = new WorkerGroup(options as WorkersOptions, workers, this);
       this.listening = this.#group.listening;
       return;
     }
@@ -1018,13 +1016,26 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
       this.#toldRefused(client!, "per_address");
     } else {
       if (client !== undefined) this.#uncountClient(client);
-      const channel = why === "proxy" ? proxyErrorChannel : handshakeFailureChannel;
-      if (why === "proxy") this.#proxyErrors++;
-      else this.#handshakeFailures++;
-      if (channel?.hasSubscribers) channel.publish({ server: this, remoteAddress: connection.remoteAddress, error });
+      this.#failedOpening(why, connection.remoteAddress, () => error!);
     }
     this.#slots?.release();
     this.#acceptLoop.next();
+  }
+
+  /**
+   * Counts a connection closed before its session, for its PROXY header (or
+   * an untrusted peer) or its TLS handshake, and publishes it on the
+   * channel for that; `error` is only made for a subscriber.
+   */
+  #failedOpening(why: "proxy" | "handshake", remoteAddress: SocketAddress, error: () => Error): void {
+    if (why === "proxy") this.#proxyErrors++;
+    else this.#handshakeFailures++;
+    const channel = why === "proxy" ? proxyErrorChannel : handshakeFailureChannel;
+    if (channel?.hasSubscribers) channel.publish({ server: this, remoteAddress, error: error() });
+  }
+
+  #publishAcceptError(error: unknown): void {
+    if (acceptErrorChannel?.hasSubscribers) acceptErrorChannel.publish({ server: this, error });
   }
 
   /** Tells onRefused and the refused channel of a refusal (counted already). */
@@ -1044,20 +1055,24 @@ export class SocketServer<S extends SessionInfo = Session> implements Registered
     return bytes !== undefined && trusted.some((range) => inRange(bytes, range));
   }
 
+  /** The key `client` is counted under for maxPerAddress; undefined when it is not counted. */
+  #keyOf(client: SocketAddress): string | undefined {
+    return this.#options.maxPerAddress === Infinity || client.hostname === "" ? undefined : clientKey(client.hostname);
+  }
+
   /** Counts a session for its client's address; false when it already has maxPerAddress. */
   #countClient(client: SocketAddress): boolean {
-    const max = this.#options.maxPerAddress;
-    if (max === Infinity || client.hostname === "") return true;
-    const key = clientKey(client.hostname);
+    const key = this.#keyOf(client);
+    if (key === undefined) return true;
     const count = this.#perAddress.get(key) ?? 0;
-    if (count >= max) return false;
+    if (count >= this.#options.maxPerAddress) return false;
     this.#perAddress.set(key, count + 1);
     return true;
   }
 
   #uncountClient(client: SocketAddress): void {
-    if (this.#options.maxPerAddress === Infinity || client.hostname === "") return;
-    const key = clientKey(client.hostname);
+    const key = this.#keyOf(client);
+    if (key === undefined) return;
     const count = (this.#perAddress.get(key) ?? 1) - 1;
     if (count > 0) this.#perAddress.set(key, count);
     else this.#perAddress.delete(key);

@@ -22,7 +22,7 @@ import {
   type MemberStatus,
   type WireSession,
 } from "./group_member.ts";
-import { checkMax, reportError } from "./options.ts";
+import { checkMax, reportError, type ResolvedWorkers } from "./options.ts";
 import { defaultServerName, type Named, register, unregister } from "./registry.ts";
 import type { ServerState, ServerStatus, StopResult, WorkersOptions } from "./server.ts";
 import type { SessionInfo } from "./session.ts";
@@ -190,23 +190,19 @@ export class WorkerGroup {
   #resuming: Promise<void> | undefined;
   readonly listening: Promise<unknown>;
 
-  constructor(options: WorkersOptions, workers: number, module: string, owner: GroupOwner) {
+  /**
+   * @param options The options as given (the main thread's callbacks).
+   * @param workers What resolveWorkers made of them: how many threads, the
+   * handler module, each thread's settings.
+   */
+  constructor(options: WorkersOptions, workers: ResolvedWorkers, owner: GroupOwner) {
     this.#options = options;
-    const {
-      handler: _handler,
-      workers: _workers,
-      onError: _onError,
-      onSessionStart: _onSessionStart,
-      onSessionEnd: _onSessionEnd,
-      onRefused: _onRefused,
-      ...settings
-    } = options;
-    this.#settings = settings;
-    this.#module = module;
+    this.#settings = workers.settings;
+    this.#module = workers.module;
     this.#owner = owner;
     this.#name = options.name ?? "";
-    this.#slots = new SharedSlots(options.max, workers);
-    this.#members = Array.from({ length: workers }, (_, index) => new Member(index + 1));
+    this.#slots = new SharedSlots(options.max, workers.count);
+    this.#members = Array.from({ length: workers.count }, (_, index) => new Member(index + 1));
     if (options.name !== undefined) register(owner);
     this.listening = this.#start();
     this.listening.catch(() => {});
