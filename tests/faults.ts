@@ -195,72 +195,77 @@ function sendLoopCase(name: string, leave: (client: Client) => Promise<void>): F
   };
 }
 
-/** The fault cases, in the order they run. */
-export const faultCases: FaultCase[] = [
-  {
-    name: "peers that stall their TLS handshake are closed at handshakeTimeoutMs; an honest client is served meanwhile",
-    tlsOnly: true,
+/**
+ * Peers that stall what comes before their session (a TLS handshake, a
+ * PROXY header): half send nothing, half only its start (`partial`). Each
+ * holds a slot until the time limit closes it, counted in `failures`, while
+ * an honest client is served; every descriptor comes back.
+ */
+function stallCase(stall: {
+  name: string;
+  only: "tls" | "proxy";
+  limit: Pick<FaultServerConfig, "handshakeTimeoutMs" | "proxyTimeoutMs">;
+  partial: Uint8Array | string;
+  failures: "handshakeFailures" | "proxyErrors";
+  what: string;
+  note: string;
+}): FaultCase {
+  return {
+    name: stall.name,
+    tlsOnly: stall.only === "tls",
+    proxyOnly: stall.only === "proxy",
     run: (transport, scale, host) =>
       withFaultServer(
-        { ...over(transport), handler: "echo", max: scale.handshakeStalls + 10, packet: 4, handshakeTimeoutMs: 2000 },
+        { ...over(transport), handler: "echo", max: scale.handshakeStalls + 10, packet: 4, ...stall.limit },
         host,
         async (server) => {
           const before = await server.status();
-          const plain = { ...server.endpoint, tls: false };
-          // Half send nothing, half the start of a ClientHello.
-          const stalled = await Client.connectMany(plain, scale.handshakeStalls);
-          const hello = new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03]);
-          await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write(hello)));
+          // Neither a TLS client nor a load balancer: bytes as they are.
+          const bare = { ...server.endpoint, tls: false, proxy: false };
+          const stalled = await Client.connectMany(bare, scale.handshakeStalls);
+          await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write(stall.partial)));
           // Each holds a slot until its timeout (a slow machine may see the first ones time out already).
           await server.until(
-            (r) => r.handshaking + r.handshakeFailures === scale.handshakeStalls,
+            (r) => r.handshaking + r[stall.failures] === scale.handshakeStalls,
             "every stalled peer to be taken",
           );
           const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
           const after = await server.until(
-            (r) => r.handshakeFailures === scale.handshakeStalls && r.handshaking === 0,
-            "every stalled handshake to time out",
+            (r) => r[stall.failures] === scale.handshakeStalls && r.handshaking === 0,
+            `every stalled ${stall.what} to time out`,
           );
           assert.equal(after.started, 1, "only the honest client started a session");
           await Promise.all(stalled.map((client) => client.whenClosed(5000)));
           const settled = await server.until((r) => r.num === 0, "the honest session to end");
           const fdGrowth = settled.fds < 0 ? undefined : settled.fds - before.fds;
           if (fdGrowth !== undefined) assert.ok(fdGrowth <= 2, `${fdGrowth} descriptors left open`);
-          return { honestMs, fdGrowth, note: `${scale.handshakeStalls} closed by the timeout` };
+          return { honestMs, fdGrowth, note: `${scale.handshakeStalls} ${stall.note}` };
         },
       ),
-  },
-  {
+  };
+}
+
+/** The fault cases, in the order they run. */
+export const faultCases: FaultCase[] = [
+  stallCase({
+    name: "peers that stall their TLS handshake are closed at handshakeTimeoutMs; an honest client is served meanwhile",
+    only: "tls",
+    limit: { handshakeTimeoutMs: 2000 },
+    // The start of a ClientHello.
+    partial: new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03]),
+    failures: "handshakeFailures",
+    what: "handshake",
+    note: "closed by the timeout",
+  }),
+  stallCase({
     name: "peers that stall their PROXY header are closed at its time limit; an honest client is served meanwhile",
-    proxyOnly: true,
-    run: (transport, scale, host) =>
-      withFaultServer(
-        { ...over(transport), handler: "echo", max: scale.handshakeStalls + 10, packet: 4, proxyTimeoutMs: 2000 },
-        host,
-        async (server) => {
-          const before = await server.status();
-          const bare = { ...server.endpoint, proxy: false, tls: false };
-          // Half send nothing, half the start of a header.
-          const stalled = await Client.connectMany(bare, scale.handshakeStalls);
-          await Promise.all(stalled.filter((_, i) => i % 2 === 1).map((client) => client.write("PROXY TCP4 198.51.100.")));
-          await server.until(
-            (r) => r.handshaking + r.proxyErrors === scale.handshakeStalls,
-            "every stalled peer to be taken",
-          );
-          const honestMs = await honestRoundTrip(server.endpoint, PING, PING.length);
-          const after = await server.until(
-            (r) => r.proxyErrors === scale.handshakeStalls && r.handshaking === 0,
-            "every stalled header to time out",
-          );
-          assert.equal(after.started, 1, "only the honest client started a session");
-          await Promise.all(stalled.map((client) => client.whenClosed(5000)));
-          const settled = await server.until((r) => r.num === 0, "the honest session to end");
-          const fdGrowth = settled.fds < 0 ? undefined : settled.fds - before.fds;
-          if (fdGrowth !== undefined) assert.ok(fdGrowth <= 2, `${fdGrowth} descriptors left open`);
-          return { honestMs, fdGrowth, note: `${scale.handshakeStalls} closed by the time limit` };
-        },
-      ),
-  },
+    only: "proxy",
+    limit: { proxyTimeoutMs: 2000 },
+    partial: "PROXY TCP4 198.51.100.",
+    failures: "proxyErrors",
+    what: "header",
+    note: "closed by the time limit",
+  }),
   sendLoopCase("a peer that half-closes, then resets, during a send loop cannot freeze the server", async (client) => {
     client.end();
     await sleep(100);

@@ -24,42 +24,25 @@ import {
   startServer,
 } from "../mod.ts";
 import type { Transport } from "../src/transport.ts";
-import { crc32c } from "../src/proxy_protocol.ts";
+import { proxyHeaderV2 } from "./support/proxy_header.ts";
 import { sleep, TEST_CA, TEST_TLS, until } from "./support/client.ts";
 
 const TIMEOUT = { timeout: 30_000 };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A v2 PROXY header for a TCP4 connection from `source`, with optional TLVs and a CRC32c. */
+/** A v2 PROXY header (with a CRC32c) for a TCP4 connection from `source`, or a LOCAL one. */
 export function proxyV2(
   source: [string, number],
   destination: [string, number],
   tlvs: [number, Uint8Array][] = [],
   command: "proxy" | "local" = "proxy",
 ): Uint8Array {
-  const signature = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
   const ip = (text: string) => text.split(".").map(Number);
   const port = (n: number) => [n >> 8, n & 0xff];
-  const addresses = command === "local"
-    ? []
-    : [...ip(source[0]), ...ip(destination[0]), ...port(source[1]), ...port(destination[1])];
-  const tlvBytes: number[] = [];
-  for (const [type, value] of tlvs) tlvBytes.push(type, value.length >> 8, value.length & 0xff, ...value);
-  const crcAt = 16 + addresses.length + tlvBytes.length + 3;
-  tlvBytes.push(0x03, 0, 4, 0, 0, 0, 0);
-  const length = addresses.length + tlvBytes.length;
-  const header = new Uint8Array([
-    ...signature,
-    command === "local" ? 0x20 : 0x21,
-    command === "local" ? 0x00 : 0x11,
-    length >> 8,
-    length & 0xff,
-    ...addresses,
-    ...tlvBytes,
-  ]);
-  new DataView(header.buffer).setUint32(crcAt, crc32c(header));
-  return header;
+  if (command === "local") return proxyHeaderV2(0, 0x00, [], tlvs, true);
+  const addresses = [...ip(source[0]), ...ip(destination[0]), ...port(source[1]), ...port(destination[1])];
+  return proxyHeaderV2(1, 0x11, addresses, tlvs, true);
 }
 
 /** A raw client: connects (from `localAddress` if given), collects what it receives. */

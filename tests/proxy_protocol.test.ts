@@ -7,22 +7,12 @@ import { crc32c, type ProxyHeader, ProxyHeaderParser } from "../src/proxy_protoc
 import { addressBytes, clientKey, inRange, parseRange } from "../src/address_match.ts";
 import { SocketServerError } from "../src/errors.ts";
 import { concat } from "./support/bytes.ts";
+import { proxyHeaderV2, SIGNATURE } from "./support/proxy_header.ts";
 
 const encoder = new TextEncoder();
-const SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
 const PAYLOAD = encoder.encode("GET / HTTP/1.0\r\n\r\n");
 
-/** A v2 header written out by hand: command, family/transport byte, address block, TLVs. */
-function v2(command: number, familyTransport: number, addresses: number[], tlvs: [number, number[]][] = [], crc = false): Uint8Array {
-  const tlvBytes: number[] = [];
-  for (const [type, value] of tlvs) tlvBytes.push(type, value.length >> 8, value.length & 0xff, ...value);
-  const crcAt = crc ? 16 + addresses.length + tlvBytes.length + 3 : -1;
-  if (crc) tlvBytes.push(0x03, 0, 4, 0, 0, 0, 0);
-  const length = addresses.length + tlvBytes.length;
-  const header = new Uint8Array([...SIGNATURE, 0x20 | command, familyTransport, length >> 8, length & 0xff, ...addresses, ...tlvBytes]);
-  if (crc) new DataView(header.buffer).setUint32(crcAt, crc32c(header));
-  return header;
-}
+const v2 = proxyHeaderV2;
 
 const port = (n: number) => [n >> 8, n & 0xff];
 const V4_ADDRESSES = [192, 168, 0, 1, 10, 0, 0, 2, ...port(56324), ...port(443)];
